@@ -103,3 +103,38 @@ build: deps module unit
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan
+
+# ---- tests --------------------------------------------------------------
+
+PROVE_ARGS ?= -r t/
+
+test: build
+	prove $(PROVE_ARGS)
+
+# The same suite with the module built under AddressSanitizer and
+# UndefinedBehaviorSanitizer, preloaded into the stock nginx binary.
+ASAN_BUILD := $(TOP)/build-asan
+ASAN_LIB    = $(shell gcc -print-file-name=libasan.so)
+
+test-asan: deps
+	$(MAKE) module BUILD=$(ASAN_BUILD) \
+	    NGX_CC_OPT="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fPIC" \
+	    NGX_LD_OPT="-fsanitize=address,undefined -fPIC"
+	$(MAKE) unit
+	MDM_MODULE=$(ASAN_BUILD)/ngx_mdm_module.so \
+	MDM_NGINX_PRELOAD=$(ASAN_LIB) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(ASAN_BUILD)/asan \
+	    prove $(PROVE_ARGS)
+	@if ls $(ASAN_BUILD)/asan.* >/dev/null 2>&1; then \
+	    echo "sanitizer reports:"; cat $(ASAN_BUILD)/asan.*; exit 1; fi
+
+# ---- a local server -----------------------------------------------------
+
+run: build
+	@bash conf/run.sh start
+
+stop:
+	@bash conf/run.sh stop
+
+bench: build
+	@bash bench/run.sh

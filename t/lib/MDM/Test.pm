@@ -400,9 +400,40 @@ sub _cleanup_spawned {
 }
 
 ###########################################################################
-# PostgreSQL: a cluster per test file, initdb'd as the postgres user when we
-# are root (initdb and pg_ctl refuse to run as root), listening on
-# 127.0.0.1 and a socket in the test directory.
+# What is slow to make and need not differ between tests (RSA keys, a fresh
+# initdb) is made once per machine in a shared cache and copied.  An entry
+# is built under a temporary name and renamed into place, so tests running
+# in parallel never see half of one.  MDM_NO_CACHE=1 makes everything anew.
+
+my $CACHE = "$TMPBASE/mdm-test-cache";
+
+sub _from_cache {
+    my ($self, $name, $target, $make) = @_;
+
+    return $make->($target) if $ENV{MDM_NO_CACHE};
+
+    my $entry = "$CACHE/$name";
+    if (!-e $entry) {
+        mkdir $CACHE, 0755;
+        my $tmp = "$CACHE/.$name.$$";
+        remove_tree($tmp);
+        $make->($tmp);
+        rename $tmp, $entry or remove_tree($tmp);
+    }
+
+    my $r = $self->run_command([ 'cp', '-a', '--reflink=auto',
+                                 $entry, $target ]);
+    die "cp $entry $target: $r->{stderr}\n" if $r->{status};
+    return $target;
+}
+
+###########################################################################
+# PostgreSQL: a cluster per test file, made by initdb as the postgres user
+# when we are root (initdb and pg_ctl refuse to run as root), listening on
+# 127.0.0.1 and on a socket in the test directory.
+
+my $PG_DB = 'mdm_test';         # made in the cluster template
+my %PG_STOP_SIGNAL = (smart => 'TERM', fast => 'INT', immediate => 'QUIT');
 
 sub _as_postgres {
     my (@argv) = @_;
@@ -415,7 +446,9 @@ sub start_postgres {
 
     my $pg = $self->{pg} //= {
         dir  => "$self->{dir}/pg",
-        db   => $opts{db} // 'mdm_test',
+        data => "$self->{dir}/pg/data",
+        log  => "$self->{dir}/pg/postgres.log",
+        db   => $opts{db} // $PG_DB,
         user => 'postgres',
         settings => {},
     };
@@ -424,27 +457,46 @@ sub start_postgres {
 
     %{ $pg->{settings} } = (%{ $pg->{settings} }, %{ $opts{settings} || {} });
 
-    $self->_initdb unless -e "$pg->{dir}/data/PG_VERSION";
+    $self->_initdb unless -e "$pg->{data}/PG_VERSION";
     $self->_write_pg_settings;
 
-    my $timeout = 30 * $TIMEOUT_SCALE;
+    # pg_ctl -w polls every 100 ms; we read postmaster.pid ourselves.
+    my $mark = -s $pg->{log} // 0;
     my $r = $self->run_command(
-        [ _as_postgres(_pg_bin('pg_ctl'), 'start', '-w', '-s',
-                       '-t', int $timeout, '-D', "$pg->{dir}/data",
-                       '-l', "$pg->{dir}/postgres.log") ],
-        cwd => $pg->{dir}, timeout => $timeout + 5);
+        [ _as_postgres(_pg_bin('pg_ctl'), 'start', '-W', '-s',
+                       '-D', $pg->{data}, '-l', $pg->{log}) ],
+        cwd => $pg->{dir});
     die "pg_ctl start failed ($r->{status}): $r->{stdout}$r->{stderr}\n"
-        . _tail("$pg->{dir}/postgres.log", 20) . "\n"
         if $r->{status};
 
-    if (!$pg->{created}) {
+    $self->wait_for(sub { $self->_pg_ready($mark) }, timeout => 30,
+                    what => 'postgres to accept connections',
+                    diag => sub { _tail($pg->{log}, 20) });
+
+    if ($pg->{db} ne $PG_DB && !$pg->{created}) {
         $self->psql(qq{CREATE DATABASE "$pg->{db}"}, dbname => 'postgres');
-        $pg->{created} = 1;
     }
+    $pg->{created} = 1;
 
     return $self->pg_conninfo;
 }
 
+# Ready as pg_ctl -w sees it: line 8 of postmaster.pid says "ready".
+sub _pg_ready {
+    my ($self, $mark) = @_;
+    my $pg = $self->{pg};
+
+    my @lines = split /\n/, _slurp("$pg->{data}/postmaster.pid") // '';
+    return 1 if @lines >= 8 && $lines[7] =~ /^ready/ && _alive($lines[0]);
+
+    my $log = substr _slurp($pg->{log}) // '', $mark;
+    die "postgres failed to start:\n" . _tail($pg->{log}, 20) . "\n"
+        if $log =~ /^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:FATAL|PANIC):/m;
+    return 0;
+}
+
+# The data directory is a copy of a cached template: initdb plus the test
+# database, made in single-user mode so that no port is needed.
 sub _initdb {
     my ($self) = @_;
     my $pg = $self->{pg};
@@ -459,15 +511,33 @@ sub _initdb {
             . " TMPDIR ($TMPBASE) searchable by others?\n" if $r->{status};
     }
 
-    my $r = $self->run_command(
-        [ _as_postgres(_pg_bin('initdb'), '-D', "$pg->{dir}/data",
-                       '-A', 'trust', '-U', $pg->{user}, '-E', 'UTF8',
-                       '--locale=C', '--no-sync', '--no-instructions') ],
-        cwd => $pg->{dir});
-    die "initdb failed ($r->{status}): $r->{stdout}$r->{stderr}\n"
-        if $r->{status};
+    # 1 MB WAL segments instead of 16: less to copy.
+    my @initdb = (_pg_bin('initdb'), '-A', 'trust', '-U', $pg->{user},
+                  '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions',
+                  '--wal-segsize=1');
+    my $version = $self->run_command([ _pg_bin('postgres'), '--version' ]);
+    my $name = 'pgdata-' . substr sha256_hex("$version->{stdout} @initdb"
+                                             . " $PG_DB"), 0, 16;
 
-    open my $fh, '>>', "$pg->{dir}/data/postgresql.conf"
+    $self->_from_cache($name, $pg->{data}, sub {
+        my ($data) = @_;
+        mkdir $data, 0700 or die "mkdir $data: $!\n";
+        chown +(getpwnam 'postgres')[2, 3], $data if $IS_ROOT;
+
+        my $r = $self->run_command([ _as_postgres(@initdb, '-D', $data) ],
+                                   cwd => '/');
+        die "initdb failed ($r->{status}): $r->{stdout}$r->{stderr}\n"
+            if $r->{status};
+
+        $r = $self->run_command(
+            [ _as_postgres(_pg_bin('postgres'), '--single', '-D', $data,
+                           '-c', 'fsync=off', 'postgres') ],
+            stdin => qq{CREATE DATABASE "$PG_DB"\n}, cwd => '/');
+        die "CREATE DATABASE failed ($r->{status}): $r->{stderr}\n"
+            if $r->{status} || $r->{stderr} =~ /ERROR/;
+    });
+
+    open my $fh, '>>', "$pg->{data}/postgresql.conf"
         or die "postgresql.conf: $!\n";
     print $fh "\ninclude 'mdm_test.conf'\n";
     close $fh;
@@ -499,36 +569,28 @@ sub _write_pg_settings {
         "$_ = '$v'\n";
     } sort keys %settings;
 
-    my $path = $self->write_file("$pg->{dir}/data/mdm_test.conf", $conf);
+    my $path = $self->write_file("$pg->{data}/mdm_test.conf", $conf);
     chown +(getpwnam 'postgres')[2, 3], $path if $IS_ROOT;
 }
 
+# pg_ctl stop only sends a signal and polls every 100 ms: do it ourselves.
 sub stop_postgres {
     my ($self, %opts) = @_;
-    my $pg = $self->{pg} or return;
-    return unless $self->pg_running;
-
-    my $timeout = 30 * $TIMEOUT_SCALE;
-    my $r = $self->run_command(
-        [ _as_postgres(_pg_bin('pg_ctl'), 'stop', '-w', '-s',
-                       '-t', int $timeout, '-m', $opts{mode} // 'fast',
-                       '-D', "$pg->{dir}/data") ],
-        cwd => $pg->{dir}, timeout => $timeout + 5);
-    die "pg_ctl stop failed ($r->{status}): $r->{stdout}$r->{stderr}\n"
-        if $r->{status};
+    my $pid = $self->pg_pid or return;
+    my $mode = $opts{mode} // 'fast';
+    my $signal = $PG_STOP_SIGNAL{$mode} or croak "unknown stop mode $mode";
+    $self->_terminate($pid, $signal, $opts{timeout} // 30);
 }
 
 sub _cleanup_postgres {
     my ($self) = @_;
-    my $pid = $self->pg_pid or return;
-    eval { $self->stop_postgres(mode => 'immediate'); 1 }
-        or $self->_terminate($pid, 'QUIT', 5);
+    $self->stop_postgres(mode => 'immediate', timeout => 5);
 }
 
 sub pg_pid {
     my ($self) = @_;
     my $pg = $self->{pg} or return;
-    my $pid = _read_pid("$pg->{dir}/data/postmaster.pid");
+    my $pid = _read_pid("$pg->{data}/postmaster.pid");
     return _alive($pid) ? $pid : undef;
 }
 
@@ -543,7 +605,7 @@ sub pg_conninfo {
     my ($self, %opts) = @_;
     my $pg = $self->{pg} // {};
     return sprintf 'host=127.0.0.1 port=%d dbname=%s user=%s',
-                   $self->port('pg'), $opts{dbname} // $pg->{db} // 'mdm_test',
+                   $self->port('pg'), $opts{dbname} // $pg->{db} // $PG_DB,
                    $pg->{user} // 'postgres';
 }
 
@@ -1088,7 +1150,18 @@ sub _openssl {
     return $r->{stdout};
 }
 
+# The n-th key of a kind in a test is the n-th cached key of that kind:
+# distinct within a test, shared between tests (unless fresh => 1).
 sub _new_key {
+    my ($self, $spec, $path, $fresh) = @_;
+    my $n = ++$self->{keys}{$spec};
+    (my $name = "key-$spec-$n") =~ s/\W+/_/g;
+    return $fresh ? $self->_genpkey($spec, $path)
+                  : $self->_from_cache($name, $path,
+                                       sub { $self->_genpkey($spec, $_[0]) });
+}
+
+sub _genpkey {
     my ($self, $spec, $path) = @_;
     my @alg;
     if ($spec =~ /^rsa:(\d+)$/) {
@@ -1136,7 +1209,8 @@ sub make_ca {
 
     my $name = $opts{name} // 'ca';
     my $base = $self->_pki_name($name);
-    my $key = $self->_new_key($opts{key} // 'rsa:2048', "$base.key");
+    my $key = $self->_new_key($opts{key} // 'rsa:2048', "$base.key",
+                              $opts{fresh_key});
     my $cadir = "$base.ca";
     make_path("$cadir/newcerts");
     $self->write_file("$cadir/index.txt", '');
@@ -1206,7 +1280,7 @@ sub make_cert {
     my $cn = $opts{cn} // 'localhost';
     my $base = $self->_pki_name($opts{name} // $cn);
     my $keyspec = $opts{key} // 'rsa:2048';
-    my $key = $self->_new_key($keyspec, "$base.key");
+    my $key = $self->_new_key($keyspec, "$base.key", $opts{fresh_key});
 
     $self->_openssl('req', '-new', '-config', $ca->{config}, '-key', $key,
                     '-subj', $opts{subject} // "/CN=$cn",
