@@ -80,7 +80,7 @@ NGX_STAMP  := $(NGX_BUILD)/.configured
 MDM_SRCS   := config $(wildcard ngx_mdm_*/*.c ngx_mdm_*/*.h \
               ngx_mdm_core/sql/*.sql)
 
-$(NGX_STAMP): config $(wildcard ngx_mdm_core/sql/*.sql) | deps
+$(NGX_STAMP): config $(wildcard ngx_mdm_*/config.part ngx_mdm_core/sql/*.sql) | deps
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(NGX_BUILD)

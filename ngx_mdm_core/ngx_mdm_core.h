@@ -75,6 +75,31 @@ ngx_int_t ngx_http_mdm_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *content_type, u_char *body, size_t len);
 
 
+/*
+ * One-time SCEP challenges (ngx_mdm_challenge.c), minted by the enrollment
+ * endpoints and the admin API, consumed by SCEP.  Only the SHA-256 of a
+ * challenge is stored.  handler(r, rc, challenge, expires_at): rc NGX_OK, or
+ * NGX_ERROR / NGX_DECLINED as for queries (the handler answers 500 / 503).
+ */
+typedef void (*ngx_http_mdm_challenge_handler_pt)(ngx_http_request_t *r,
+    ngx_int_t rc, ngx_str_t *challenge, time_t expires_at);
+
+typedef struct {
+    const char                *purpose;     /* enroll, ota, api, ... */
+    ngx_str_t                  udid;        /* binds it to a device */
+    ngx_str_t                  serial;
+    time_t                     ttl;         /* seconds */
+} ngx_mdm_challenge_args_t;
+
+ngx_int_t ngx_http_mdm_challenge_mint(ngx_http_request_t *r,
+    ngx_mdm_challenge_args_t *args,
+    ngx_http_mdm_challenge_handler_pt handler);
+
+/* lowercase hex SHA-256 of a challenge, as stored: 65 bytes with the NUL */
+void ngx_mdm_challenge_digest(const u_char *challenge, size_t len,
+    u_char *hex);
+
+
 /* Redis (ngx_mdm_redis.c) */
 typedef struct ngx_mdm_redis_cmd_s  ngx_mdm_redis_cmd_t;
 

@@ -491,7 +491,7 @@ sub _pg_ready {
 
     my $log = substr _slurp($pg->{log}) // '', $mark;
     die "postgres failed to start:\n" . _tail($pg->{log}, 20) . "\n"
-        if $log =~ /^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:FATAL|PANIC):/m;
+        if $log =~ /\b(?:FATAL|PANIC):/;
     return 0;
 }
 
@@ -821,20 +821,22 @@ sub run {
     croak 'write_conf() before run()' unless $self->{conf};
     croak 'nginx is already running' if $self->master_pid;
     unlink "$self->{dir}/nginx.pid";
+    my $mark = $self->log_mark;
 
     my $r = $self->run_command($self->_nginx_argv);
-    die "nginx failed to start ($r->{status}): $r->{stdout}$r->{stderr}\n"
-        . $self->log_tail . "\n"
+    die "nginx failed to start (exit $r->{status}):\n"
+        . ($r->{stderr} || $self->log_tail(20, from => $mark)) . "\n"
         if $r->{status};
 
-    my $master;
     $self->wait_for(sub {
-        $master = _read_pid("$self->{dir}/nginx.pid");
+        my $master = _read_pid("$self->{dir}/nginx.pid");
         return 1 if _alive($master);
-        die "nginx exited during start:\n" . $self->log_tail . "\n"
+        die "nginx exited during start:\n"
+            . $self->log_tail(20, from => $mark) . "\n"
             if $master;
         return 0;
-    }, timeout => 10, what => 'nginx pid file', diag => sub { $self->log_tail });
+    }, timeout => 10, what => 'nginx pid file',
+       diag => sub { $self->log_tail(20, from => $mark) });
 
     $self->_wait_ready(sub { 1 });
     return $self;
@@ -936,8 +938,11 @@ sub log_mark {
 }
 
 sub log_tail {
-    my ($self, $lines) = @_;
-    return _tail("$self->{dir}/error.log", $lines // 20);
+    my ($self, $lines, %opts) = @_;
+    my @all = split /\n/, $self->error_log(%opts);
+    $lines //= 20;
+    splice @all, 0, -$lines if @all > $lines;
+    return join "\n", @all;
 }
 
 sub wait_for_log {
@@ -1236,7 +1241,16 @@ preserve = yes
 email_in_dn = no
 copy_extensions = none
 [ policy_any ]
+countryName = optional
+stateOrProvinceName = optional
+localityName = optional
+organizationName = optional
+organizationalUnitName = optional
 commonName = optional
+emailAddress = optional
+serialNumber = optional
+domainComponent = optional
+userId = optional
 [ v3_ca ]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign, digitalSignature
@@ -1664,9 +1678,9 @@ nginx's error log (from byte C<$mark> on).
 
 The log's current size, to look only at what comes after.
 
-=item $t->log_tail($lines)
+=item $t->log_tail($lines, from => $mark)
 
-The last lines of the log (default 20).
+The last lines of the log (default 20), from byte C<$mark> on.
 
 =item $t->wait_for_log(qr/.../, $timeout, from => $mark)
 
