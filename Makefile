@@ -77,10 +77,10 @@ NGX_CC_OPT ?= -g -O2 -fstack-protector-strong -Wformat \
               -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
 NGX_LD_OPT ?= -Wl,-z,relro -Wl,-z,now -fPIC
 NGX_STAMP  := $(NGX_BUILD)/.configured
-MDM_SRCS   := config $(wildcard ngx_mdm_*/*.c ngx_mdm_*/*.h \
+MDM_SRCS   := config $(wildcard ngx_mdm_*/*.c ngx_mdm_*/*.h ngx_mdm_*/*.part \
               ngx_mdm_core/sql/*.sql)
 
-$(NGX_STAMP): config $(wildcard ngx_mdm_*/config.part ngx_mdm_core/sql/*.sql) | deps
+$(NGX_STAMP): config $(wildcard ngx_mdm_*/*.part ngx_mdm_core/sql/*.sql) | deps
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(NGX_BUILD)

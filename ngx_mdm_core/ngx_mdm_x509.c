@@ -1541,7 +1541,7 @@ ngx_mdm_x509_rc_e
 ngx_mdm_cms_verify_detached(const unsigned char *der, size_t der_len,
     const unsigned char *body, size_t body_len, X509 **signer)
 {
-    BIO                *bio;
+    BIO                *bio, *mem;
     X509               *x;
     CMS_ContentInfo    *cms;
     ngx_mdm_x509_rc_e   rc;
@@ -1556,12 +1556,24 @@ ngx_mdm_cms_verify_detached(const unsigned char *der, size_t der_len,
         return rc;
     }
 
-    bio = BIO_new_mem_buf(body_len ? (const void *) body : "", (int) body_len);
-    if (bio == NULL) {
+    /*
+     * OpenSSL 3.0's CMS_verify() copies a memory BIO into a temporary one
+     * that it leaks when CMS_dataInit() fails (an unknown digest, say):
+     * a null filter on top hides the memory BIO from it.
+     */
+
+    mem = BIO_new_mem_buf(body_len ? (const void *) body : "", (int) body_len);
+    bio = BIO_new(BIO_f_null());
+
+    if (mem == NULL || bio == NULL) {
+        BIO_free(mem);
+        BIO_free(bio);
         CMS_ContentInfo_free(cms);
-        ngx_mdm_x509_set_error("BIO_new_mem_buf() failed");
+        ngx_mdm_x509_set_error("BIO_new() failed");
         return NGX_MDM_X509_ERROR;
     }
+
+    BIO_push(bio, mem);
 
     if (CMS_verify(cms, NULL, NULL, bio, NULL,
                    CMS_NO_SIGNER_CERT_VERIFY|CMS_BINARY)
@@ -1586,7 +1598,7 @@ ngx_mdm_cms_verify_detached(const unsigned char *der, size_t der_len,
 
 done:
 
-    BIO_free(bio);
+    BIO_free_all(bio);
     CMS_ContentInfo_free(cms);
 
     return rc;

@@ -100,7 +100,10 @@ static int ngx_mdm_scep_outer(ngx_mdm_scep_msg_t *msg,
     CMS_ContentInfo **out);
 static int ngx_mdm_scep_der_enter(const unsigned char **p,
     const unsigned char *end, int tag, int cls, long *len);
+static int ngx_mdm_scep_der_skip(const unsigned char **p,
+    const unsigned char *end, int tag, int cls);
 static int ngx_mdm_scep_envelope_cipher(const unsigned char *p, long len);
+static int ngx_mdm_scep_addressed_to(CMS_ContentInfo *env, X509 *cert);
 static int ngx_mdm_scep_open(ngx_mdm_scep_msg_t *msg,
     const ASN1_OCTET_STRING *content, X509 **certs, EVP_PKEY **keys,
     int n, BIO **out);
@@ -122,6 +125,8 @@ static int ngx_mdm_scep_add_attrs(CMS_SignerInfo *si,
 static int ngx_mdm_scep_sign(X509 *signer, EVP_PKEY *key, int digest_nid,
     const ngx_mdm_scep_attrs_t *a, const unsigned char *content,
     size_t content_len, X509 *cert, unsigned char **der, size_t *len);
+static int ngx_mdm_scep_cert_first(unsigned char *der, size_t len,
+    X509 *cert);
 static int ngx_mdm_scep_envelope(X509 *recipient, int cipher_nid,
     const unsigned char *data, size_t len, unsigned char **der,
     size_t *der_len);
@@ -184,55 +189,72 @@ static const ngx_mdm_scep_cipher_t  ngx_mdm_scep_ciphers[] = {
 };
 
 
-#define NGX_MDM_SCEP_R(r, f, t)                                              \
-    { NGX_MDM_SCEP_##r, NGX_MDM_SCEP_##f, t }
-
+/* why a message is not accepted: what the handler answers, and the log */
 static const ngx_mdm_scep_reason_t  ngx_mdm_scep_reasons[] = {
-    [NGX_MDM_SCEP_E_NONE] = { NGX_MDM_SCEP_OK, -1, NULL },
-    [NGX_MDM_SCEP_E_DER] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "pkiMessage is not one complete DER ContentInfo" },
-    [NGX_MDM_SCEP_E_NOT_SIGNED] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "pkiMessage is not a SignedData" },
-    [NGX_MDM_SCEP_E_SIGNER_INFO] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "pkiMessage does not have exactly one SignerInfo" },
-    [NGX_MDM_SCEP_E_TRANSACTION_ID] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "transactionID is missing or invalid" },
-    [NGX_MDM_SCEP_E_NONCE] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "senderNonce is missing or invalid" },
-    [NGX_MDM_SCEP_E_MESSAGE_TYPE] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "messageType is missing or not supported"),
-    [NGX_MDM_SCEP_E_STATUS] = { NGX_MDM_SCEP_MALFORMED, -1,
-        "pkiStatus or failInfo is missing or invalid" },
-    [NGX_MDM_SCEP_E_DIGEST] = NGX_MDM_SCEP_R(REFUSED, BAD_ALG,
-        "digest algorithm is not supported"),
-    [NGX_MDM_SCEP_E_SIGNER_CERT] = NGX_MDM_SCEP_R(REFUSED,
-        BAD_MESSAGE_CHECK, "signer certificate is not in the message"),
-    [NGX_MDM_SCEP_E_SIGNATURE] = NGX_MDM_SCEP_R(REFUSED, BAD_MESSAGE_CHECK,
-        "signature does not verify"),
-    [NGX_MDM_SCEP_E_RENEWAL_SIGNER] = NGX_MDM_SCEP_R(REFUSED,
-        BAD_MESSAGE_CHECK, "renewal is not signed by a certificate of this CA"),
-    [NGX_MDM_SCEP_E_NO_CONTENT] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "pkiMessage carries no pkcsPKIEnvelope"),
-    [NGX_MDM_SCEP_E_ENVELOPE] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "pkcsPKIEnvelope is not an EnvelopedData of data"),
-    [NGX_MDM_SCEP_E_CIPHER] = NGX_MDM_SCEP_R(REFUSED, BAD_ALG,
-        "pkcsPKIEnvelope cipher is not supported"),
-    [NGX_MDM_SCEP_E_RECIPIENT] = NGX_MDM_SCEP_R(REFUSED, BAD_MESSAGE_CHECK,
-        "pkcsPKIEnvelope is not encrypted to our certificate"),
-    [NGX_MDM_SCEP_E_DECRYPT] = NGX_MDM_SCEP_R(REFUSED, BAD_MESSAGE_CHECK,
-        "pkcsPKIEnvelope cannot be decrypted"),
-    [NGX_MDM_SCEP_E_MESSAGE_DATA] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "messageData does not parse"),
-    [NGX_MDM_SCEP_E_CSR_SIGNATURE] = NGX_MDM_SCEP_R(REFUSED,
-        BAD_MESSAGE_CHECK, "CSR signature does not verify"),
-    [NGX_MDM_SCEP_E_KEY_TYPE] = NGX_MDM_SCEP_R(REFUSED, BAD_ALG,
-        "CSR key is neither RSA nor EC P-256/P-384"),
-    [NGX_MDM_SCEP_E_KEY_SIZE] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "CSR RSA key is not 2048 to 8192 bits"),
-    [NGX_MDM_SCEP_E_CHALLENGE] = NGX_MDM_SCEP_R(REFUSED, BAD_REQUEST,
-        "challengePassword is malformed"),
-    [NGX_MDM_SCEP_E_INTERNAL] = { NGX_MDM_SCEP_ERROR, -1,
-        "internal error" }
+    [NGX_MDM_SCEP_E_NONE] =
+        { NGX_MDM_SCEP_OK, -1, NULL },
+    [NGX_MDM_SCEP_E_DER] =
+        { NGX_MDM_SCEP_MALFORMED, -1,
+          "pkiMessage is not one complete DER ContentInfo" },
+    [NGX_MDM_SCEP_E_NOT_SIGNED] =
+        { NGX_MDM_SCEP_MALFORMED, -1, "pkiMessage is not a SignedData" },
+    [NGX_MDM_SCEP_E_SIGNER_INFO] =
+        { NGX_MDM_SCEP_MALFORMED, -1,
+          "pkiMessage does not have exactly one SignerInfo" },
+    [NGX_MDM_SCEP_E_TRANSACTION_ID] =
+        { NGX_MDM_SCEP_MALFORMED, -1, "transactionID is missing or invalid" },
+    [NGX_MDM_SCEP_E_NONCE] =
+        { NGX_MDM_SCEP_MALFORMED, -1, "senderNonce is missing or invalid" },
+    [NGX_MDM_SCEP_E_MESSAGE_TYPE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "messageType is missing or not supported" },
+    [NGX_MDM_SCEP_E_STATUS] =
+        { NGX_MDM_SCEP_MALFORMED, -1,
+          "pkiStatus, failInfo or recipientNonce is missing or invalid" },
+    [NGX_MDM_SCEP_E_DIGEST] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_ALG,
+          "digest algorithm is not supported" },
+    [NGX_MDM_SCEP_E_SIGNER_CERT] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "signer certificate is not in the message" },
+    [NGX_MDM_SCEP_E_SIGNATURE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "signature does not verify" },
+    [NGX_MDM_SCEP_E_RENEWAL_SIGNER] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "renewal is not signed by a certificate of this CA" },
+    [NGX_MDM_SCEP_E_NO_CONTENT] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "pkiMessage carries no pkcsPKIEnvelope" },
+    [NGX_MDM_SCEP_E_ENVELOPE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "pkcsPKIEnvelope is not an EnvelopedData of data" },
+    [NGX_MDM_SCEP_E_CIPHER] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_ALG,
+          "pkcsPKIEnvelope cipher is not supported" },
+    [NGX_MDM_SCEP_E_RECIPIENT] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "pkcsPKIEnvelope is not encrypted to our certificate" },
+    [NGX_MDM_SCEP_E_DECRYPT] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "pkcsPKIEnvelope cannot be decrypted" },
+    [NGX_MDM_SCEP_E_MESSAGE_DATA] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "messageData does not parse" },
+    [NGX_MDM_SCEP_E_CSR_SIGNATURE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_MESSAGE_CHECK,
+          "CSR signature does not verify" },
+    [NGX_MDM_SCEP_E_KEY_TYPE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_ALG,
+          "CSR key is neither RSA nor EC P-256/P-384" },
+    [NGX_MDM_SCEP_E_KEY_SIZE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "CSR RSA key is not 2048 to 8192 bits" },
+    [NGX_MDM_SCEP_E_CHALLENGE] =
+        { NGX_MDM_SCEP_REFUSED, NGX_MDM_SCEP_BAD_REQUEST,
+          "challengePassword is malformed" },
+    [NGX_MDM_SCEP_E_INTERNAL] =
+        { NGX_MDM_SCEP_ERROR, -1, "internal error" }
 };
 
 
@@ -586,6 +608,7 @@ ngx_mdm_scep_outer(ngx_mdm_scep_msg_t *msg, const unsigned char *der,
     const ASN1_STRING         *s;
     const unsigned char       *p;
     STACK_OF(CMS_SignerInfo)  *sis;
+    const ngx_mdm_scep_type_t  *type;
 
     *out = NULL;
 
@@ -639,18 +662,26 @@ ngx_mdm_scep_outer(ngx_mdm_scep_msg_t *msg, const unsigned char *der,
     s = ngx_mdm_scep_attr_octets(si,
                              ngx_mdm_scep_oid[NGX_MDM_SCEP_OID_SENDER_NONCE]);
 
-    /* the RFC says 16 bytes, Apple sends 8: take any length */
+    /*
+     * The RFC says 16 bytes, Apple sends 8: take any length.  A device
+     * reading a CertRep ("expect" set) tolerates none, as the micromdm/scep
+     * server sends none.
+     */
 
-    if (s == NULL
-        || ASN1_STRING_length(s) < 1
-        || ASN1_STRING_length(s) > NGX_MDM_SCEP_NONCE_MAX)
+    if (s == NULL && expect != NULL) {
+        msg->sender_nonce_len = 0;
+
+    } else if (s == NULL
+               || ASN1_STRING_length(s) < 1
+               || ASN1_STRING_length(s) > NGX_MDM_SCEP_NONCE_MAX)
     {
         return ngx_mdm_scep_fail(msg, NGX_MDM_SCEP_E_NONCE);
-    }
 
-    msg->sender_nonce_len = ASN1_STRING_length(s);
-    memcpy(msg->sender_nonce, ASN1_STRING_get0_data(s),
-           msg->sender_nonce_len);
+    } else {
+        msg->sender_nonce_len = ASN1_STRING_length(s);
+        memcpy(msg->sender_nonce, ASN1_STRING_get0_data(s),
+               msg->sender_nonce_len);
+    }
 
     s = ngx_mdm_scep_attr_octets(si,
                           ngx_mdm_scep_oid[NGX_MDM_SCEP_OID_RECIPIENT_NONCE]);
@@ -664,11 +695,13 @@ ngx_mdm_scep_outer(ngx_mdm_scep_msg_t *msg, const unsigned char *der,
                msg->recipient_nonce_len);
     }
 
+    /* signingTime is reported, not judged: badTime is local policy */
+
     t = ngx_mdm_scep_attr(si, OBJ_nid2obj(NID_pkcs9_signingTime));
 
     if (t != NULL
         && (t->type == V_ASN1_UTCTIME || t->type == V_ASN1_GENERALIZEDTIME)
-        && ngx_mdm_scep_time(t->value.utctime, &msg->signing_time)
+        && ngx_mdm_scep_time(t->value.asn1_string, &msg->signing_time)
            != NGX_MDM_SCEP_OK)
     {
         msg->signing_time = 0;
@@ -677,7 +710,14 @@ ngx_mdm_scep_outer(ngx_mdm_scep_msg_t *msg, const unsigned char *der,
     msg->message_type = ngx_mdm_scep_attr_number(si,
                              ngx_mdm_scep_oid[NGX_MDM_SCEP_OID_MESSAGE_TYPE]);
 
-    if (msg->message_type < 0) {
+    /* a server reads requests, a device reads CertReps */
+
+    type = ngx_mdm_scep_type(msg->message_type);
+
+    if (type == NULL
+        || (expect == NULL && type->data == NGX_MDM_SCEP_DATA_NONE)
+        || (expect != NULL && type->data != NGX_MDM_SCEP_DATA_NONE))
+    {
         return ngx_mdm_scep_fail(msg, NGX_MDM_SCEP_E_MESSAGE_TYPE);
     }
 
@@ -798,6 +838,25 @@ ngx_mdm_scep_der_enter(const unsigned char **p, const unsigned char *end,
 }
 
 
+/* skips a DER element with the given tag: as ngx_mdm_scep_der_enter() */
+
+static int
+ngx_mdm_scep_der_skip(const unsigned char **p, const unsigned char *end,
+    int tag, int cls)
+{
+    int   rc;
+    long  len;
+
+    rc = ngx_mdm_scep_der_enter(p, end, tag, cls, &len);
+
+    if (rc == 1) {
+        *p += len;
+    }
+
+    return rc;
+}
+
+
 /*
  * OpenSSL has no getter for the content-encryption algorithm of a CMS
  * EnvelopedData: read it from the DER.  Returns the NID, NID_undef, or -1
@@ -814,82 +873,40 @@ ngx_mdm_scep_envelope_cipher(const unsigned char *p, long len)
 
     end = p + len;
 
-    /* ContentInfo, contentType, [0], EnvelopedData, version */
+    /* ContentInfo { contentType, [0] EnvelopedData { version, */
 
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &l)
-        != 1)
+    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL,
+                               &l) != 1
+        || ngx_mdm_scep_der_skip(&p, p + l, V_ASN1_OBJECT, V_ASN1_UNIVERSAL)
+           != 1
+        || ngx_mdm_scep_der_enter(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, &l)
+           != 1
+        || ngx_mdm_scep_der_enter(&p, p + l, V_ASN1_SEQUENCE,
+                                  V_ASN1_UNIVERSAL, &l) != 1)
     {
         return -1;
     }
 
     end = p + l;
 
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_OBJECT, V_ASN1_UNIVERSAL, &l)
-        != 1)
-    {
-        return -1;
-    }
+    /* originatorInfo [0] OPTIONAL, recipientInfos, encryptedContentInfo */
 
-    p += l;
-
-    if (ngx_mdm_scep_der_enter(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, &l) != 1)
-    {
-        return -1;
-    }
-
-    end = p + l;
-
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &l)
-        != 1)
+    if (ngx_mdm_scep_der_skip(&p, end, V_ASN1_INTEGER, V_ASN1_UNIVERSAL) != 1
+        || ngx_mdm_scep_der_skip(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC) < 0
+        || ngx_mdm_scep_der_skip(&p, end, V_ASN1_SET, V_ASN1_UNIVERSAL) != 1
+        || ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL,
+                                  &l) != 1)
     {
         return -1;
     }
 
     end = p + l;
 
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_INTEGER, V_ASN1_UNIVERSAL, &l)
-        != 1)
-    {
+    /* { contentType, contentEncryptionAlgorithm, ... */
+
+    if (ngx_mdm_scep_der_skip(&p, end, V_ASN1_OBJECT, V_ASN1_UNIVERSAL) != 1) {
         return -1;
     }
-
-    p += l;
-
-    /* originatorInfo [0] OPTIONAL, recipientInfos SET */
-
-    switch (ngx_mdm_scep_der_enter(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, &l)) {
-    case 1:
-        p += l;
-        break;
-    case -1:
-        return -1;
-    }
-
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SET, V_ASN1_UNIVERSAL, &l)
-        != 1)
-    {
-        return -1;
-    }
-
-    p += l;
-
-    /* encryptedContentInfo: contentType, contentEncryptionAlgorithm */
-
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &l)
-        != 1)
-    {
-        return -1;
-    }
-
-    end = p + l;
-
-    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_OBJECT, V_ASN1_UNIVERSAL, &l)
-        != 1)
-    {
-        return -1;
-    }
-
-    p += l;
 
     alg = d2i_X509_ALGOR(NULL, &p, end - p);
     if (alg == NULL) {
@@ -903,6 +920,53 @@ ngx_mdm_scep_envelope_cipher(const unsigned char *p, long len)
 }
 
 
+/*
+ * Whether a RecipientInfo names "cert" (key transport, or key agreement
+ * for EC devices): CMS_decrypt() fails without an error code otherwise.
+ */
+
+static int
+ngx_mdm_scep_addressed_to(CMS_ContentInfo *env, X509 *cert)
+{
+    int                                   i, j;
+    CMS_RecipientInfo                    *ri;
+    STACK_OF(CMS_RecipientInfo)          *ris;
+    STACK_OF(CMS_RecipientEncryptedKey)  *reks;
+
+    ris = CMS_get0_RecipientInfos(env);
+
+    for (i = 0; i < sk_CMS_RecipientInfo_num(ris); i++) {
+        ri = sk_CMS_RecipientInfo_value(ris, i);
+
+        switch (CMS_RecipientInfo_type(ri)) {
+
+        case CMS_RECIPINFO_TRANS:
+            if (CMS_RecipientInfo_ktri_cert_cmp(ri, cert) == 0) {
+                return 1;
+            }
+
+            break;
+
+        case CMS_RECIPINFO_AGREE:
+            reks = CMS_RecipientInfo_kari_get0_reks(ri);
+
+            for (j = 0; j < sk_CMS_RecipientEncryptedKey_num(reks); j++) {
+                if (CMS_RecipientEncryptedKey_cert_cmp(
+                        sk_CMS_RecipientEncryptedKey_value(reks, j), cert)
+                    == 0)
+                {
+                    return 1;
+                }
+            }
+
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
 /* decrypts the pkcsPKIEnvelope with the first pair it is addressed to */
 
 static int
@@ -912,7 +976,6 @@ ngx_mdm_scep_open(ngx_mdm_scep_msg_t *msg, const ASN1_OCTET_STRING *content,
     int                           i, nid, der_len;
     BIO                          *bio;
     long                          len;
-    unsigned long                 e;
     unsigned char                *der;
     CMS_ContentInfo              *env;
     ngx_mdm_scep_reason_e         reason;
@@ -972,23 +1035,15 @@ ngx_mdm_scep_open(ngx_mdm_scep_msg_t *msg, const ASN1_OCTET_STRING *content,
     reason = NGX_MDM_SCEP_E_RECIPIENT;
 
     for (i = 0; i < n; i++) {
-        if (certs[i] == NULL || keys[i] == NULL) {
+        if (certs[i] == NULL || keys[i] == NULL
+            || !ngx_mdm_scep_addressed_to(env, certs[i]))
+        {
             continue;
         }
 
-        if (CMS_decrypt(env, keys[i], certs[i], NULL, bio, CMS_BINARY) == 1) {
-            reason = NGX_MDM_SCEP_E_NONE;
-            break;
-        }
-
-        e = ERR_peek_last_error();
-
-        if (ERR_GET_LIB(e) != ERR_LIB_CMS
-            || ERR_GET_REASON(e) != CMS_R_NO_MATCHING_RECIPIENT)
-        {
-            reason = NGX_MDM_SCEP_E_DECRYPT;
-            break;
-        }
+        reason = CMS_decrypt(env, keys[i], certs[i], NULL, bio, CMS_BINARY)
+                 == 1 ? NGX_MDM_SCEP_E_NONE : NGX_MDM_SCEP_E_DECRYPT;
+        break;
     }
 
     CMS_ContentInfo_free(env);
@@ -1772,21 +1827,21 @@ ngx_mdm_scep_crl(const ngx_mdm_scep_ca_t *ca,
 static int
 ngx_mdm_scep_printable(const char *s, size_t len)
 {
-    size_t  i;
-    u_char  c;
+    size_t         i;
+    unsigned char  c;
 
     for (i = 0; i < len; i++) {
         c = s[i];
 
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-            || (c >= '0' && c <= '9') || strchr(" '()+,-./:=?", c))
+            || (c >= '0' && c <= '9'))
         {
-            if (c != '\0') {
-                continue;
-            }
+            continue;
         }
 
-        return 0;
+        if (c == '\0' || strchr(" '()+,-./:=?", c) == NULL) {
+            return 0;
+        }
     }
 
     return 1;
@@ -1928,6 +1983,16 @@ ngx_mdm_scep_sign(X509 *signer, EVP_PKEY *key, int digest_nid,
     }
 
     *len = n;
+
+    if (cert != NULL
+        && ngx_mdm_scep_cert_first(*der, *len, cert) != NGX_MDM_SCEP_OK)
+    {
+        OPENSSL_free(*der);
+        *der = NULL;
+        *len = 0;
+        goto failed;
+    }
+
     rc = NGX_MDM_SCEP_OK;
 
 failed:
@@ -1936,6 +2001,96 @@ failed:
     CMS_ContentInfo_free(cms);
 
     return rc;
+}
+
+
+/*
+ * DER sorts the SET OF certificates; clients of the Go references take the
+ * first one as theirs (micromdm/scep puts it first), so move it there.
+ * The signature does not cover the certificates.
+ */
+
+static int
+ngx_mdm_scep_cert_first(unsigned char *der, size_t len, X509 *cert)
+{
+    int                   i, n, tag, cls;
+    long                  l, clen;
+    unsigned char        *x, *tmp, *set;
+    const unsigned char  *p, *end, *q;
+
+    x = NULL;
+    n = i2d_X509(cert, &x);
+    if (n <= 0) {
+        return NGX_MDM_SCEP_ERROR;
+    }
+
+    p = der;
+    end = der + len;
+
+    /* ContentInfo { contentType, [0] SignedData { version, digests, */
+
+    if (ngx_mdm_scep_der_enter(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL,
+                               &l) != 1
+        || ngx_mdm_scep_der_skip(&p, p + l, V_ASN1_OBJECT, V_ASN1_UNIVERSAL)
+           != 1
+        || ngx_mdm_scep_der_enter(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, &l)
+           != 1
+        || ngx_mdm_scep_der_enter(&p, p + l, V_ASN1_SEQUENCE,
+                                  V_ASN1_UNIVERSAL, &l) != 1)
+    {
+        goto failed;
+    }
+
+    end = p + l;
+
+    /* encapContentInfo, [0] certificates */
+
+    if (ngx_mdm_scep_der_skip(&p, end, V_ASN1_INTEGER, V_ASN1_UNIVERSAL) != 1
+        || ngx_mdm_scep_der_skip(&p, end, V_ASN1_SET, V_ASN1_UNIVERSAL) != 1
+        || ngx_mdm_scep_der_skip(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL)
+           != 1
+        || ngx_mdm_scep_der_enter(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, &l)
+           != 1)
+    {
+        goto failed;
+    }
+
+    set = der + (p - der);
+    end = p + l;
+
+    for (q = p; q < end; q += clen) {
+        p = q;
+
+        i = ASN1_get_object(&p, &l, &tag, &cls, end - q);
+        if (i & 0x81) {
+            goto failed;
+        }
+
+        clen = (p - q) + l;
+
+        if (clen == n && memcmp(q, x, n) == 0) {
+            if (q != set) {
+                tmp = OPENSSL_malloc(n);
+                if (tmp == NULL) {
+                    goto failed;
+                }
+
+                memcpy(tmp, q, n);
+                memmove(set + n, set, q - set);
+                memcpy(set, tmp, n);
+                OPENSSL_free(tmp);
+            }
+
+            OPENSSL_free(x);
+            return NGX_MDM_SCEP_OK;
+        }
+    }
+
+failed:
+
+    OPENSSL_free(x);
+
+    return NGX_MDM_SCEP_ERROR;
 }
 
 
@@ -2355,14 +2510,16 @@ ngx_mdm_scep_client_csr(EVP_PKEY *key, const char *cn, const char *challenge,
         exts = sk_X509_EXTENSION_new_null();
         ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, san);
 
-        ok = exts != NULL && ext != NULL
-             && sk_X509_EXTENSION_push(exts, ext)
-             && X509_REQ_add_extensions(req, exts);
+        if (exts != NULL && ext != NULL && sk_X509_EXTENSION_push(exts, ext))
+        {
+            ext = NULL;
+            ok = X509_REQ_add_extensions(req, exts);
 
-        if (exts == NULL || sk_X509_EXTENSION_find(exts, ext) < 0) {
-            X509_EXTENSION_free(ext);
+        } else {
+            ok = 0;
         }
 
+        X509_EXTENSION_free(ext);
         sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     }
 

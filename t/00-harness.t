@@ -10,6 +10,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::IP;
 use Test::More;
 use MDM::Test;
 
@@ -107,6 +108,10 @@ EOF
 $conf =~ s/CERT/$server->{cert}/;
 $conf =~ s/KEY/$server->{key}/;
 
+$t->write_conf('server { listen 127.0.0.1:%%PORT_0%%; no_such_directive; }');
+ok(!eval { $t->run; 1 }, 'run dies on a bad configuration');
+like($@, qr/unknown directive "no_such_directive"/, 'with nginx\'s message');
+
 $t->write_conf($conf =~ s/VERSION/v1/r);
 my ($status, $output) = $t->nginx_test;
 is($status, 0, 'nginx -t') or diag $output;
@@ -186,6 +191,28 @@ $t->stop;
 ok(!$t->master_pid && !kill(0, $master) || _zombie($master), 'nginx stopped');
 $r = $t->http(GET => '/');
 is($r->{status}, 0, 'port closed');
+
+# A helper process of the test's own, e.g. a fake Apple server.
+
+my $fake_port = $t->port(2);    # picked before the fork
+my $fake = $t->spawn(sub {
+    my $listen = IO::Socket::IP->new(LocalHost => '127.0.0.1',
+                                     LocalPort => $fake_port,
+                                     Listen => 5, ReuseAddr => 1)
+        or die "listen: $!";
+    while (my $c = $listen->accept) {
+        local $/ = "\r\n\r\n";
+        <$c>;
+        print $c "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nfake";
+        close $c;
+    }
+});
+$t->wait_for(sub { IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                       PeerPort => $fake_port) },
+             what => 'the fake server');
+is($t->http(GET => '/', port => 2)->{body}, 'fake', 'spawned fake server');
+$t->stop_spawned($fake);
+ok(!kill(0, $fake), 'spawned process stopped and reaped');
 
 # A test that dies still cleans up: its directory and its Redis are gone.
 

@@ -390,6 +390,28 @@ verifier_of(X509 *a, X509 *b, unsigned flags)
 }
 
 
+/* replaces the first "max" occurrences of "from" */
+
+static int
+patch(unsigned char *p, size_t len, const unsigned char *from,
+    const unsigned char *to, size_t n, int max)
+{
+    int     count;
+    size_t  i;
+
+    count = 0;
+
+    for (i = 0; i + n <= len && count < max; i++) {
+        if (memcmp(p + i, from, n) == 0) {
+            memcpy(p + i, to, n);
+            count++;
+        }
+    }
+
+    return count;
+}
+
+
 /* a CMS made with OpenSSL directly, as a device would */
 
 static unsigned char *
@@ -1032,8 +1054,13 @@ test_mdm_signature(void)
     pki_t                     ca, dev, rsa;
     size_t                    len;
     unsigned char            *der, *der2;
+    int                       n;
     ngx_mdm_x509_rc_e         rc;
     ngx_mdm_x509_verifier_t  *v;
+    static const unsigned char  sha256_oid[] =
+        { 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01 };
+    static const unsigned char  unknown_oid[] =
+        { 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x7f };
     static const char         body[] =
         "<?xml version=\"1.0\"?><plist><dict><key>MessageType</key>"
         "<string>Authenticate</string></dict></plist>\n";
@@ -1146,6 +1173,30 @@ test_mdm_signature(void)
                                      sizeof(body) - 1, NULL);
     is_rc(rc, NGX_MDM_X509_MALFORMED, "truncated CMS");
     free(der2);
+    OPENSSL_free(der);
+
+    /*
+     * An unknown digest in digestAlgorithms only: OpenSSL 3.0's
+     * CMS_verify() leaked a BIO here (found by fuzz_cms_verify).
+     */
+
+    der = device_sign(&dev, body, sizeof(body) - 1, CMS_DETACHED, &len);
+    n = patch(der, len, sha256_oid, unknown_oid, sizeof(sha256_oid), 1);
+    rc = ngx_mdm_cms_verify_detached(der, len, (const unsigned char *) body,
+                                     sizeof(body) - 1, NULL);
+    ok(n == 1, "SHA-256 OID replaced in digestAlgorithms");
+    is_rc(rc, NGX_MDM_X509_BAD_SIGNATURE,
+          "an unknown algorithm in digestAlgorithms");
+    OPENSSL_free(der);
+
+    /* and in the signerInfo too */
+
+    der = device_sign(&dev, body, sizeof(body) - 1, CMS_DETACHED, &len);
+    n = patch(der, len, sha256_oid, unknown_oid, sizeof(sha256_oid), 2);
+    rc = ngx_mdm_cms_verify_detached(der, len, (const unsigned char *) body,
+                                     sizeof(body) - 1, NULL);
+    ok(n == 2, "SHA-256 OID replaced in the signerInfo too");
+    is_rc(rc, NGX_MDM_X509_BAD_SIGNATURE, "an unknown digest algorithm");
     OPENSSL_free(der);
 
     /* no certificates in the CMS */

@@ -11,6 +11,7 @@ use warnings;
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use Digest::SHA qw(sha256_hex);
+use Fcntl qw(:flock);
 use File::Basename qw(basename dirname);
 use File::Path qw(make_path remove_tree);
 use File::Spec;
@@ -31,11 +32,12 @@ our $VERSION = '1.00';
 my $REPO = abs_path(dirname(__FILE__) . '/../../..');
 
 my $NGINX   = $ENV{MDM_NGINX} // '/usr/sbin/nginx';
+my $NGINX_PRELOAD = $ENV{MDM_NGINX_PRELOAD};   # e.g. libasan for test-asan
 my $MODULE  = File::Spec->rel2abs($ENV{MDM_MODULE}
                                   // "$REPO/build/ngx_mdm_module.so");
-my $VECTORS = abs_path($ENV{MDM_VECTORS} // "$REPO/../shared/vectors")
-              // File::Spec->rel2abs($ENV{MDM_VECTORS}
-                                     // "$REPO/../shared/vectors");
+my $VECTORS = File::Spec->rel2abs($ENV{MDM_VECTORS}
+                                  // "$REPO/../shared/vectors");
+$VECTORS = abs_path($VECTORS) // $VECTORS;      # without "..", if it exists
 my $CURL    = $ENV{MDM_CURL} // 'curl';
 my $OPENSSL = $ENV{MDM_OPENSSL} // 'openssl';
 my $REDIS_SERVER = $ENV{MDM_REDIS_SERVER} // 'redis-server';
@@ -145,15 +147,19 @@ sub cleanup {
 ###########################################################################
 # TCP ports: random ones below Linux's ephemeral range (32768+), so that no
 # outgoing connection takes them.  A lock file in a directory shared by
-# every test file keeps tests that run in parallel (prove -j) apart; the
-# bind test keeps us off ports that something else already uses.
+# every test file keeps tests that run in parallel (prove -j) apart (a lock
+# whose process is gone is taken over); the bind test keeps us off ports
+# that something else already uses.
 
 my $PORT_LOCKS = "$TMPBASE/mdm-test-ports";
 
 sub port {
     my ($self, $n) = @_;
     croak 'port() needs a name or number' unless defined $n;
-    return $self->{ports}{$n} //= $self->_reserve_port;
+    return $self->{ports}{$n} if defined $self->{ports}{$n};
+    croak "port($n) first used in a forked child: call it before spawn()"
+        if $self->{owner} != $$;
+    return $self->{ports}{$n} = $self->_reserve_port;
 }
 
 sub _reserve_port {
@@ -168,6 +174,8 @@ sub _reserve_port {
         next if $mine{$port};
 
         my $lock = "$PORT_LOCKS/$port";
+        my $owner = _read_pid($lock);
+        unlink $lock if $owner && !_alive($owner);
         sysopen my $fh, $lock, POSIX::O_WRONLY | POSIX::O_CREAT
                                | POSIX::O_EXCL
             or next;
@@ -231,7 +239,7 @@ sub _tail {
 sub run_command {
     my ($self, $argv, %opts) = @_;
 
-    my $base = sprintf '%s/tmp/cmd-%d', $self->{dir}, ++$self->{seq};
+    my $base = sprintf '%s/tmp/cmd-%d-%d', $self->{dir}, $$, ++$self->{seq};
     $self->write_file("$base.in", $opts{stdin} // '');
 
     my $pid = fork // die "fork: $!\n";
@@ -246,20 +254,30 @@ sub run_command {
         POSIX::_exit(127);
     }
 
-    my $timeout = $opts{timeout} // 60;
-    my $done = eval {
-        $self->wait_for(sub { waitpid($pid, WNOHANG) == $pid },
-                        timeout => $timeout, what => "@$argv");
+    # A blocking wait with an alarm as the deadline: no polling latency on
+    # the hundreds of short commands a test runs.
+    my $timeout = ($opts{timeout} // 60) * $TIMEOUT_SCALE;
+    my $outer = alarm 0;            # a test's own alarm, restored below
+    my $started = time;
+    my $status = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        Time::HiRes::alarm($timeout);
+        waitpid $pid, 0;
+        Time::HiRes::alarm(0);
+        $?;
     };
-    if (!$done) {
+    Time::HiRes::alarm(0);
+    alarm(($outer - int(time - $started)) || 1) if $outer;
+
+    if (!defined $status) {
         kill 'KILL', $pid;
         waitpid $pid, 0;
-        die $@;
+        die "timed out after ${timeout}s waiting for @$argv\n";
     }
 
     my %result = (
-        status => $? >> 8,
-        signal => $? & 127,
+        status => $status >> 8,
+        signal => $status & 127,
         stdout => _slurp("$base.out"),
         stderr => _slurp("$base.err"),
     );
@@ -396,16 +414,18 @@ sub stop_spawned {
 
 sub _cleanup_spawned {
     my ($self) = @_;
-    $self->stop_spawned($_) for my @pids = @{ $self->{spawned} };
+    my @pids = @{ $self->{spawned} };
+    $self->stop_spawned($_) for @pids;
 }
 
 ###########################################################################
 # What is slow to make and need not differ between tests (RSA keys, a fresh
 # initdb) is made once per machine in a shared cache and copied.  An entry
-# is built under a temporary name and renamed into place, so tests running
-# in parallel never see half of one.  MDM_NO_CACHE=1 makes everything anew.
+# is built under a lock (tests running in parallel wait for the first one)
+# and a temporary name renamed into place (a killed build leaves no half
+# entry).  MDM_NO_CACHE=1 makes everything anew.
 
-my $CACHE = "$TMPBASE/mdm-test-cache";
+my $CACHE = "$TMPBASE/mdm-test-cache-$>";
 
 sub _from_cache {
     my ($self, $name, $target, $make) = @_;
@@ -415,10 +435,15 @@ sub _from_cache {
     my $entry = "$CACHE/$name";
     if (!-e $entry) {
         mkdir $CACHE, 0755;
-        my $tmp = "$CACHE/.$name.$$";
-        remove_tree($tmp);
-        $make->($tmp);
-        rename $tmp, $entry or remove_tree($tmp);
+        open my $lock, '>', "$CACHE/.$name.lock" or die "lock $name: $!\n";
+        flock $lock, LOCK_EX or die "flock $name: $!\n";
+        if (!-e $entry) {
+            my $tmp = "$CACHE/.$name.$$";
+            remove_tree($tmp);
+            $make->($tmp);
+            rename $tmp, $entry or die "rename $tmp: $!\n";
+        }
+        close $lock;
     }
 
     my $r = $self->run_command([ 'cp', '-a', '--reflink=auto',
@@ -809,9 +834,13 @@ sub _nginx_argv {
              '-e', "$dir/error.log", @args ];
 }
 
+sub _nginx_env {
+    return $NGINX_PRELOAD ? (env => { LD_PRELOAD => $NGINX_PRELOAD }) : ();
+}
+
 sub nginx_test {
     my ($self) = @_;
-    my $r = $self->run_command($self->_nginx_argv('-t'));
+    my $r = $self->run_command($self->_nginx_argv('-t'), _nginx_env);
     return ($r->{status}, $r->{stdout} . $r->{stderr});
 }
 
@@ -823,7 +852,7 @@ sub run {
     unlink "$self->{dir}/nginx.pid";
     my $mark = $self->log_mark;
 
-    my $r = $self->run_command($self->_nginx_argv);
+    my $r = $self->run_command($self->_nginx_argv, _nginx_env);
     die "nginx failed to start (exit $r->{status}):\n"
         . ($r->{stderr} || $self->log_tail(20, from => $mark)) . "\n"
         if $r->{status};
@@ -988,7 +1017,7 @@ sub http_parallel {
 sub http_batch {
     my ($self, $requests, %opts) = @_;
 
-    my $base = sprintf '%s/tmp/http-%d', $self->{dir}, ++$self->{seq};
+    my $base = sprintf '%s/tmp/http-%d-%d', $self->{dir}, $$, ++$self->{seq};
     my $config = "silent\n";
     $config .= "parallel\nparallel-immediate\nparallel-max = $opts{parallel}\n"
         if $opts{parallel};
@@ -998,7 +1027,7 @@ sub http_batch {
         my ($method, $url, %ro) = @{ $requests->[$i] };
         $config .= "next\n" if $i;
         $config .= $self->_curl_request("$base-$i", $i, $method, $url, %ro);
-        my $t = ($ro{timeout} // 10) * $TIMEOUT_SCALE;
+        my $t = $ro{timeout} // 10;
         $max_time = $t if $t > $max_time;
     }
     $self->write_file("$base.curlrc", $config);
@@ -1130,7 +1159,7 @@ sub _curl_result {
     @blocks = grep { !m{^HTTP/\S+ 1\d\d} } @blocks;
     if (@blocks) {
         my ($status_line, @lines) = split /\r?\n/, $blocks[-1];
-        $res{status_line} = $status_line;
+        ($res{status_line} = $status_line) =~ s/\s+\z//;
         for my $line (@lines) {
             my ($name, $value) = $line =~ /^([^:]+):\s*(.*?)\s*$/ or next;
             my $h = \$res{headers}{ lc $name };
@@ -1435,6 +1464,10 @@ The module to load; default F<build/ngx_mdm_module.so> in the repository.
 
 The nginx binary; default F</usr/sbin/nginx>.
 
+=item MDM_NGINX_PRELOAD
+
+A library to LD_PRELOAD into nginx (C<make test-asan> sets it to libasan).
+
 =item MDM_VECTORS
 
 The shared test vectors; default F<../shared/vectors> beside the repository.
@@ -1447,12 +1480,28 @@ Default C<error_log> level (C<info>); C<debug> works with Debian's nginx.
 
 Multiplies every deadline (for slow machines or sanitizer builds).
 
+=item MDM_NO_CACHE=1
+
+Make the cluster template and keys anew instead of copying them from the
+cache (see L</CACHE>).
+
 =item MDM_PG_BINDIR, MDM_CURL, MDM_OPENSSL, MDM_REDIS_SERVER, MDM_REDIS_CLI
 
 Override where the tools are.  The PostgreSQL binaries default to the newest
 F</usr/lib/postgresql/*/bin>.
 
 =back
+
+=head1 CACHE
+
+Two things are slow to make and need not differ between tests: an initdb'd
+cluster (with the database C<mdm_test> already in it) and private keys (an
+RSA key takes 0.1 to 0.7 s).  They are made once in
+F<$TMPDIR/mdm-test-cache-UID/> and copied; the n-th key of a type in a test
+is the n-th cached one, so keys are distinct within a test and the same
+across tests (C<< fresh_key => 1 >> makes a new one).  Port locks live in
+F<$TMPDIR/mdm-test-ports/>.  Both folders may be deleted at any time when
+no test runs.
 
 =head1 METHODS
 
@@ -1520,7 +1569,8 @@ C<diag> returns (e.g. a log tail).
 Runs a code reference in a forked child, or executes a command, in the
 background, with output appended to a log file in the test directory.
 Returns the pid.  Spawned processes are stopped at cleanup.  A child must not
-use Test::More.
+use Test::More, and must not pick ports: call C<< $t->port(n) >> before
+C<spawn> so that parent and child agree.
 
 =item $t->stop_spawned($pid)
 
@@ -1536,17 +1586,19 @@ status.
 =item $t->start_postgres(settings => { max_connections => 20 }, db => $name)
 
 On first call runs initdb (as the postgres user when we are root; trust
-authentication, user C<postgres>, UTF8, C locale, C<--no-sync>) into
-F<pg/data>, and creates the database (default C<mdm_test>).  Starts the
-server with C<pg_ctl -w> on 127.0.0.1:C<< $t->port('pg') >> and a socket
-in F<pg/sock>, with fsync, synchronous_commit and full_page_writes off.
+authentication, user C<postgres>, UTF8, C locale, C<--no-sync>, 1 MB WAL
+segments) into F<pg/data>, with the database (default C<mdm_test>).  Starts
+the server with C<pg_ctl> on 127.0.0.1:C<< $t->port('pg') >> and a socket
+in F<pg/sock>, with fsync, synchronous_commit and full_page_writes off, and
+waits until it accepts connections.
 C<settings> are extra server settings; they are kept, and a later start may
 add or change some.  Calling it again after C<stop_postgres> restarts the
 same cluster on the same port.  Returns the connection string.
 
-=item $t->stop_postgres(mode => 'fast')
+=item $t->stop_postgres(mode => 'fast', timeout => 30)
 
-C<pg_ctl stop -m fast> (or C<smart>, C<immediate>) and waits.
+Stops the server as C<pg_ctl stop -m fast> (or C<smart>, C<immediate>)
+would, by signalling the postmaster, and waits until it is gone.
 
 =item $t->pg_running, $t->pg_pid
 
@@ -1747,12 +1799,12 @@ time); returns what C<http_batch> returns.
 
 =over
 
-=item $t->make_ca(name => 'ca', key => 'rsa:2048' | 'ec:P-256' | 'ed25519', days => 3650, cn => $name, subject => '/CN=.../O=...', ca => $parent)
+=item $t->make_ca(name => 'ca', key => 'rsa:2048' | 'ec:P-256' | 'ed25519', days => 3650, cn => $name, subject => '/O=.../CN=...', ca => $parent, fresh_key => 1)
 
 Makes a CA under F<pki/>; with C<ca> an intermediate signed by C<$parent>.
-Returns C<< { cert, key, name, chain => [ cert paths, leaf first ] } >>.
+Returns C<< { cert, key, name, chain => [ cert paths, this one first ] } >>.
 
-=item $t->make_cert(ca => $ca, cn => 'localhost', san => 'DNS:localhost', ext => 'clientAuth' | 'serverAuth' | 'both', key => 'rsa:2048', days => 365, not_before => '-1h', not_after => ..., subject => ..., extra_ext => "...", name => ...)
+=item $t->make_cert(ca => $ca, cn => 'localhost', san => 'DNS:localhost', ext => 'clientAuth' | 'serverAuth' | 'both', key => 'rsa:2048', days => 365, not_before => '-1h', not_after => ..., subject => ..., extra_ext => "...", name => ..., fresh_key => 1)
 
 Makes a key and a certificate signed by C<$ca> (with C<openssl ca>, so any
 validity works).  Dates are epoch seconds, offsets from now (C<-2d>,
