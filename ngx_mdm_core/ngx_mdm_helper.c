@@ -44,6 +44,7 @@ static void ngx_mdm_helper_beat_done(void *data, PGresult *res,
 
 static ngx_http_mdm_core_main_conf_t  *ngx_mdm_helper_conf;
 static ngx_int_t                        ngx_mdm_helper_version = -1;
+static ngx_uint_t                       ngx_mdm_helper_next;
 static ngx_uint_t                       ngx_mdm_helper_is_ready;
 static ngx_uint_t                       ngx_mdm_helper_beating;
 static time_t                           ngx_mdm_helper_last_db_beat;
@@ -136,9 +137,11 @@ ngx_mdm_helper_start(ngx_http_mdm_core_main_conf_t *cmcf)
 
 /*
  * Migrations: first the version table (created under the advisory lock),
- * then each missing migration as one implicit transaction that takes the
- * lock, records its version and runs its SQL.  A node that loses the race
- * gets a unique violation on the version and moves on.
+ * then every migration in order as one implicit transaction that takes the
+ * lock, records its version and runs its SQL.  One already applied (by
+ * this node earlier, or by another node that won the race) fails at once
+ * on the version's primary key and is skipped, so a migration added with a
+ * lower number than one applied still runs.
  */
 
 static void
@@ -164,11 +167,7 @@ ngx_mdm_helper_migrate(void)
         return;
     }
 
-    for (m = ngx_mdm_migrations; m->name; m++) {
-        if (m->version > ngx_mdm_helper_version) {
-            break;
-        }
-    }
+    m = &ngx_mdm_migrations[ngx_mdm_helper_next];
 
     if (m->name == NULL) {
         ngx_mdm_helper_ready();
@@ -217,8 +216,10 @@ ngx_mdm_helper_migrated(void *data, PGresult *res, ngx_int_t rc)
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
         if (m && state && ngx_strcmp(state, "23505") == 0) {
-            /* another node applied it first */
-            ngx_mdm_helper_version = m->version;
+            /* applied before */
+            ngx_mdm_helper_next++;
+            ngx_mdm_helper_version = ngx_max(ngx_mdm_helper_version,
+                                             m->version);
             ngx_mdm_helper_migrate();
             return;
         }
@@ -237,7 +238,9 @@ ngx_mdm_helper_migrated(void *data, PGresult *res, ngx_int_t rc)
     } else {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "mdm schema migration %s applied", m->name);
-        ngx_mdm_helper_version = m->version;
+        ngx_mdm_helper_next++;
+        ngx_mdm_helper_version = ngx_max(ngx_mdm_helper_version,
+                                         m->version);
     }
 
     ngx_mdm_helper_migrate();

@@ -105,11 +105,13 @@ static size_t ngx_mdm_plist_b64_encode(u_char *dst, const u_char *src,
 static int64_t ngx_mdm_plist_days(int64_t y, unsigned m, unsigned d);
 static int ngx_mdm_plist_date_parse(const u_char *p, size_t len,
     int rfc3339, int64_t *sec, int32_t *usec);
+static double ngx_mdm_plist_floor(double d);
 static size_t ngx_mdm_plist_date_format(char *buf, int64_t sec,
     int32_t usec);
 static plist_t ngx_mdm_plist_new_date(int64_t sec, int32_t usec);
 static void ngx_mdm_plist_date_get(plist_t node, int64_t *sec,
     int32_t *usec);
+static uint64_t ngx_mdm_plist_be(const u_char *p, unsigned n);
 static plist_t ngx_mdm_plist_new_integer(uint64_t bits, int is_unsigned);
 static int ngx_mdm_plist_integer_parse(const u_char *p, size_t len,
     uint64_t *bits, int *is_unsigned);
@@ -187,7 +189,8 @@ static plist_t ngx_mdm_plist_tag_dict(ngx_mdm_plist_json_t *ctx,
     const json_t *value, unsigned depth);
 static const ngx_mdm_plist_json_tag_t *ngx_mdm_plist_json_tag(
     const char *name);
-static int ngx_mdm_plist_json_key_ok(const char *key, size_t len);
+static ngx_mdm_plist_rc_e ngx_mdm_plist_json_text(const char *s, size_t len,
+    char **text);
 static size_t ngx_mdm_plist_json_push(ngx_mdm_plist_json_t *ctx,
     const char *key, size_t index);
 static plist_t ngx_mdm_plist_json_fail(ngx_mdm_plist_json_t *ctx,
@@ -679,6 +682,19 @@ ngx_mdm_plist_date_parse(const u_char *p, size_t len, int rfc3339,
 }
 
 
+/* floor() of a finite double below 2^62, without libm */
+
+static double
+ngx_mdm_plist_floor(double d)
+{
+    int64_t  t;
+
+    t = (int64_t) d;
+
+    return (double) (t - ((double) t > d));
+}
+
+
 static size_t
 ngx_mdm_plist_date_format(char *buf, int64_t sec, int32_t usec)
 {
@@ -732,35 +748,41 @@ ngx_mdm_plist_new_date(int64_t sec, int32_t usec)
 static void
 ngx_mdm_plist_date_get(plist_t node, int64_t *sec, int32_t *usec)
 {
-    int32_t  s, u;
-    plist_t  probe;
+    union { uint64_t u; double d; }  v;
+
+    char      *bin;
+    double     f;
+    int32_t    s, u;
+    int64_t    us;
+    uint32_t   len;
 
     /*
-     * libplist 2.2 gives the seconds truncated toward zero and the
-     * magnitude of the fraction, so -0.5 and +0.5 both read (0, 500000);
-     * a date built from the positive reading tells them apart.
+     * libplist 2.2 reads a date back as the seconds truncated toward zero
+     * and the magnitude of the fraction truncated to microseconds: -0.5
+     * reads as +0.5 and x.000001 as x.000000.  Its binary writer puts out
+     * the exact double: a one-object plist, the date at offset 8.
      */
 
-    plist_get_date_val(node, &s, &u);
+    bin = NULL;
+    len = 0;
+    plist_to_bin(node, &bin, &len);
 
-    if (u != 0 && (s < 0 || s == 0)) {
+    if (bin != NULL && len >= 8 + 9 + 1 + 32 && (u_char) bin[8] == 0x33
+        && (v.u = ngx_mdm_plist_be((u_char *) bin + 9, 8), isfinite(v.d)))
+    {
+        free(bin);
 
-        if (s == 0) {
-            probe = plist_new_date(0, u);
-            if (probe != NULL && plist_compare_node_value(node, probe)) {
-                plist_free(probe);
-                *sec = NGX_MDM_PLIST_MAC_EPOCH;
-                *usec = u;
-                return;
-            }
+        f = ngx_mdm_plist_floor(v.d);
+        us = (int64_t) ((v.d - f) * 1000000.0 + 0.5);
 
-            plist_free(probe);
-        }
-
-        *sec = (int64_t) s - 1 + NGX_MDM_PLIST_MAC_EPOCH;
-        *usec = 1000000 - u;
+        *sec = (int64_t) f + (us == 1000000) + NGX_MDM_PLIST_MAC_EPOCH;
+        *usec = (int32_t) (us % 1000000);
         return;
     }
+
+    free(bin);
+
+    plist_get_date_val(node, &s, &u);
 
     *sec = (int64_t) s + NGX_MDM_PLIST_MAC_EPOCH;
     *usec = u;
@@ -1646,6 +1668,13 @@ ngx_mdm_plist_xml_dict(ngx_mdm_plist_xml_t *x, ngx_mdm_plist_tag_t *tag,
             goto failed;
         }
 
+        if (plist_dict_get_size(dict) >= NGX_MDM_PLIST_MAX_KEYS) {
+            x->pos = at;
+            ngx_mdm_plist_xml_fail(x, NGX_MDM_PLIST_ETOOBIG,
+                                   "<dict> with too many keys");
+            goto failed;
+        }
+
         /* the key stays in scratch, below x->top, until it is set */
 
         top = x->top;
@@ -1935,7 +1964,7 @@ ngx_mdm_plist_xml_date(ngx_mdm_plist_xml_t *x, ngx_mdm_plist_tag_t *tag,
     if (node == NULL) {
         x->pos = at;
         ngx_mdm_plist_xml_fail(x, NGX_MDM_PLIST_EFORMAT,
-                               "bad <date> or one outside 1901..2069");
+                               "bad <date> or one outside 1932..2069");
     }
 
     return node;
@@ -2240,16 +2269,16 @@ ngx_mdm_plist_bin_object(ngx_mdm_plist_bin_t *b, uint64_t ref,
 
         if (!(d >= (double) INT32_MIN && d < (double) INT32_MAX + 1.0)) {
             return ngx_mdm_plist_bin_fail(b, NGX_MDM_PLIST_EFORMAT,
-                                          "date outside 1901..2069");
+                                          "date outside 1932..2069");
         }
 
-        usec = (int32_t) ((d - floor(d)) * 1000000.0);
+        usec = (int32_t) ((d - ngx_mdm_plist_floor(d)) * 1000000.0);
 
         if (usec > 999999) {
             usec = 999999;
         }
 
-        node = plist_new_date((int32_t) floor(d), usec);
+        node = plist_new_date((int32_t) ngx_mdm_plist_floor(d), usec);
         goto done;
 
     case 0x4:
@@ -2294,6 +2323,11 @@ ngx_mdm_plist_bin_object(ngx_mdm_plist_bin_t *b, uint64_t ref,
         if (count > (uint64_t) (end - p) / b->ref_size / n) {
             return ngx_mdm_plist_bin_fail(b, NGX_MDM_PLIST_EFORMAT,
                                           "object runs past its end");
+        }
+
+        if (type == 0xd && count > NGX_MDM_PLIST_MAX_KEYS) {
+            return ngx_mdm_plist_bin_fail(b, NGX_MDM_PLIST_ETOOBIG,
+                                          "dict with too many keys");
         }
 
         node = (type == 0xd) ? plist_new_dict() : plist_new_array();
@@ -2913,6 +2947,14 @@ ngx_mdm_plist_json_push(ngx_mdm_plist_json_t *ctx, const char *key,
         ctx->plen = ((size_t) n < room) ? old + n : sizeof(ctx->path) - 1;
     }
 
+    /* the path goes into a one-line error */
+
+    for (n = (int) old; (size_t) n < ctx->plen; n++) {
+        if ((u_char) ctx->path[n] < 0x20 || ctx->path[n] == 0x7f) {
+            ctx->path[n] = '?';
+        }
+    }
+
     return old;
 }
 
@@ -3053,12 +3095,19 @@ static plist_t
 ngx_mdm_plist_json_dict(ngx_mdm_plist_json_t *ctx, const json_t *j,
     unsigned depth, const char *request_type)
 {
+    char                            *text;
     void                            *it;
-    size_t                           old, eold, i;
+    size_t                           old, eold, i, n;
     plist_t                          dict, item, elt;
     json_t                          *v, *e;
     const char                      *key;
+    ngx_mdm_plist_rc_e               rc;
     const ngx_mdm_plist_data_key_t  *dk;
+
+    if (json_object_size(j) > NGX_MDM_PLIST_MAX_KEYS) {
+        return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_ETOOBIG,
+                                       "object with too many members");
+    }
 
     dict = plist_new_dict();
     if (dict == NULL) {
@@ -3074,10 +3123,15 @@ ngx_mdm_plist_json_dict(ngx_mdm_plist_json_t *ctx, const json_t *j,
 
         old = ngx_mdm_plist_json_push(ctx, key, 0);
 
-        if (!ngx_mdm_plist_json_key_ok(key, json_object_iter_key_len(it))) {
+        rc = ngx_mdm_plist_json_text(key, json_object_iter_key_len(it),
+                                     &text);
+        if (rc != NGX_MDM_PLIST_OK) {
             plist_free(dict);
-            return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_EINVAL,
-                                           "key with a control character");
+            return ngx_mdm_plist_json_fail(ctx, rc,
+                                           rc == NGX_MDM_PLIST_ENOMEM
+                                           ? "out of memory"
+                                           : "key with a character XML "
+                                             "cannot carry");
         }
 
         dk = NULL;
@@ -3128,6 +3182,10 @@ ngx_mdm_plist_json_dict(ngx_mdm_plist_json_t *ctx, const json_t *j,
         }
 
         if (item == NULL) {
+            if (text != key) {
+                free(text);
+            }
+
             plist_free(dict);
             return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_ENOMEM,
                                            "out of memory");
@@ -3135,79 +3193,95 @@ ngx_mdm_plist_json_dict(ngx_mdm_plist_json_t *ctx, const json_t *j,
 
         ctx->path[ctx->plen = old] = '\0';
 
-        plist_dict_set_item(dict, key, item);
+        /* "a\r" and "a\n" are one key once CR is LF */
+
+        n = plist_dict_get_size(dict);
+        plist_dict_set_item(dict, text, item);
+
+        if (text != key) {
+            free(text);
+        }
+
+        if (plist_dict_get_size(dict) == n) {
+            plist_free(dict);
+            return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_EINVAL,
+                                           "two keys the same once CR "
+                                           "becomes LF");
+        }
     }
 
     return dict;
 }
 
 
-static int
-ngx_mdm_plist_json_key_ok(const char *key, size_t len)
-{
-    size_t  i;
+/*
+ * A JSON string or key as plist text: no NUL or other character XML cannot
+ * carry; CR LF and CR become LF, as an XML reader on the device would make
+ * them.  *text is s itself, or a copy to free when s had a CR.
+ */
 
-    if (strlen(key) != len) {
-        return 0;
+static ngx_mdm_plist_rc_e
+ngx_mdm_plist_json_text(const char *s, size_t len, char **text)
+{
+    char    *d;
+    size_t   i;
+
+    if (strlen(s) != len
+        || ngx_mdm_plist_xml_chars((const u_char *) s, len) != len)
+    {
+        return NGX_MDM_PLIST_EINVAL;
     }
 
+    if (memchr(s, '\r', len) == NULL) {
+        *text = (char *) s;
+        return NGX_MDM_PLIST_OK;
+    }
+
+    *text = malloc(len + 1);
+    if (*text == NULL) {
+        return NGX_MDM_PLIST_ENOMEM;
+    }
+
+    d = *text;
+
     for (i = 0; i < len; i++) {
-        if ((u_char) key[i] < 0x20) {
-            return 0;
+        if (s[i] != '\r') {
+            *d++ = s[i];
+
+        } else if (i + 1 == len || s[i + 1] != '\n') {
+            *d++ = '\n';
         }
     }
 
-    return ngx_mdm_plist_xml_chars((const u_char *) key, len) == len;
+    *d = '\0';
+
+    return NGX_MDM_PLIST_OK;
 }
 
 
 static plist_t
 ngx_mdm_plist_json_string(ngx_mdm_plist_json_t *ctx, const json_t *j)
 {
-    u_char        *copy, *d;
-    size_t         len, i;
-    plist_t        node;
-    const u_char  *s;
+    char                *text;
+    plist_t              node;
+    const char          *s;
+    ngx_mdm_plist_rc_e   rc;
 
-    s = (const u_char *) json_string_value(j);
-    len = json_string_length(j);
+    s = json_string_value(j);
 
-    if (strlen((const char *) s) != len
-        || ngx_mdm_plist_xml_chars(s, len) != len)
-    {
-        return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_EINVAL,
-                                       "string with a character XML "
-                                       "cannot carry");
+    rc = ngx_mdm_plist_json_text(s, json_string_length(j), &text);
+    if (rc != NGX_MDM_PLIST_OK) {
+        return ngx_mdm_plist_json_fail(ctx, rc,
+                                       rc == NGX_MDM_PLIST_ENOMEM
+                                       ? "out of memory"
+                                       : "string with a character XML "
+                                         "cannot carry");
     }
 
-    if (memchr(s, '\r', len) == NULL) {
-        node = plist_new_string((const char *) s);
+    node = plist_new_string(text);
 
-    } else {
-
-        /* what an XML reader on the device would make of it */
-
-        copy = malloc(len + 1);
-        if (copy == NULL) {
-            return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_ENOMEM,
-                                           "out of memory");
-        }
-
-        d = copy;
-
-        for (i = 0; i < len; i++) {
-            if (s[i] != '\r') {
-                *d++ = s[i];
-
-            } else if (i + 1 == len || s[i + 1] != '\n') {
-                *d++ = '\n';
-            }
-        }
-
-        *d = '\0';
-
-        node = plist_new_string((char *) copy);
-        free(copy);
+    if (text != s) {
+        free(text);
     }
 
     if (node == NULL) {
@@ -3292,7 +3366,7 @@ ngx_mdm_plist_tag_date(ngx_mdm_plist_json_t *ctx, const json_t *value,
     node = ngx_mdm_plist_new_date(sec, usec);
     if (node == NULL) {
         return ngx_mdm_plist_json_fail(ctx, NGX_MDM_PLIST_EINVAL,
-                                       "date outside 1901..2069");
+                                       "date outside 1932..2069");
     }
 
     return node;

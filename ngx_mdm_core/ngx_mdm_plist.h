@@ -10,6 +10,8 @@
  * garbage, unclosed documents, "<integer>abc</integer>" as 0 and broken
  * base64, and its binary reader recurses without a depth limit and expands
  * shared objects without bound (a 168-byte bplist becomes 2^25 nodes).
+ * Dicts hold at most NGX_MDM_PLIST_MAX_KEYS keys: libplist 2.2 hashes
+ * a dict into a fixed number of buckets, so inserting grows quadratically.
  * The XML reader is strict: well-formed UTF-8 XML of the Apple plist DTD,
  * no DOCTYPE internal subset, no encoding other than UTF-8, no duplicate
  * dict keys, decimal integers in [-2^63, 2^64-1], dates as
@@ -22,10 +24,10 @@
  * The binary reader also refuses trailing bytes, sets, UIDs and null, and
  * bounds the expansion of shared objects to a multiple of the input size.
  *
- * libplist 2.2 limits that show through: dates are whole seconds plus
- * microseconds between 1901-12-13 and 2069-01-19 (an int32 count of
- * seconds from 2001), other dates are refused; integers are 64-bit, the
- * sign is known for values above INT64_MAX (see ngx_mdm_plist_integer()).
+ * libplist 2.2 limits that show through: a date is an int32 count of
+ * seconds from 2001 plus microseconds, so only 1932-12-13T20:45:52Z ..
+ * 2069-01-19T03:14:07Z exist and other dates are refused; integers are
+ * 64-bit, with the sign known above INT64_MAX (ngx_mdm_plist_integer()).
  *
  * JSON <-> plist (admin API).  JSON strings, integers, reals, true/false,
  * arrays and objects map to <string>, <integer>, <real>, <true/>/<false/>,
@@ -75,6 +77,7 @@
 
 
 #define NGX_MDM_PLIST_MAX_DEPTH      64
+#define NGX_MDM_PLIST_MAX_KEYS       16384    /* per dict */
 #define NGX_MDM_PLIST_DEFAULT_MAX    (4 * 1024 * 1024)
 #define NGX_MDM_PLIST_ERR_LEN        256
 

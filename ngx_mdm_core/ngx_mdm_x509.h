@@ -29,7 +29,7 @@
 #define NGX_MDM_X509_SHA256_HEX_LEN  64         /* without the NUL */
 
 /* buffer sizes, NUL included, that hold any sane value */
-#define NGX_MDM_X509_SERIAL_HEX_SIZE 68         /* 20 octets (RFC 5280) */
+#define NGX_MDM_X509_SERIAL_HEX_SIZE 68         /* RFC 5280: 20 octets */
 #define NGX_MDM_X509_SUBJECT_SIZE    1024
 #define NGX_MDM_X509_UID_SIZE        256
 
@@ -132,10 +132,13 @@ ngx_mdm_x509_rc_e ngx_mdm_x509_subject_uid(X509 *cert, char *out,
 
 
 /*
- * A client certificate as nginx or a load balancer hands it over.
- * NULL when malformed (or on memory failure), reason in
- * ngx_mdm_x509_error().  Leading and trailing whitespace is ignored;
- * trailing bytes after the DER are refused.
+ * A client certificate as nginx or a load balancer hands it over: a new
+ * X509 to X509_free(), or NULL when malformed (or on memory failure), the
+ * reason in ngx_mdm_x509_error().  Whitespace around the value, and
+ * inside PEM and plain base64, is ignored; percent-escapes may be upper
+ * or lower case; an RFC 9440 byte sequence may lack its "=" padding and
+ * carry parameters (ignored); bytes after the DER are refused.  Inputs
+ * over NGX_MDM_X509_CLIENT_CERT_MAX bytes are refused.
  */
 
 X509 *ngx_mdm_x509_client_cert(const unsigned char *in, size_t len,
@@ -195,6 +198,12 @@ ngx_mdm_x509_rc_e ngx_mdm_cms_verify_mdm_signature(const char *b64,
  *
  * The base64 form (x-apple-aspen-deviceinfo) takes the standard or the
  * URL-safe alphabet, padded or not.
+ *
+ * Every certificate in a store is an anchor.  Build Apple's store from
+ * "Apple iPhone Device CA" alone (the first certificate of the full
+ * chain): with Apple Root CA in it, and no time or EKU checks, any
+ * certificate Apple issues under any of its CAs (a developer's, say)
+ * would pass as a device identity.
  */
 
 ngx_mdm_x509_rc_e ngx_mdm_cms_verify_attached(const unsigned char *der,

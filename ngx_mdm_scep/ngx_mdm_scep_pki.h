@@ -9,6 +9,21 @@
  * Error queue: after NGX_MDM_SCEP_ERROR the OpenSSL error queue holds the
  * cause (log it with ngx_ssl_error(), which empties it); after MALFORMED and
  * REFUSED the queue is left empty.
+ *
+ * A PKIOperation, as the handler runs it:
+ *
+ *     rc = ngx_mdm_scep_parse(ca, body, len, &msg);
+ *       MALFORMED: 400, ERROR: 500, msg.error for the log;
+ *       REFUSED:   ngx_mdm_scep_reply_init(&rep, &msg, FAILURE);
+ *       OK:        check msg.challenge or the signer's binding, then
+ *                  ngx_mdm_scep_issue(ca, msg.csr, &issue, &cert, &err),
+ *                  ngx_mdm_scep_reply_init(&rep, &msg, SUCCESS),
+ *                  rep.cert = cert (or FAILURE, rep.fail_info = ...);
+ *     ngx_mdm_scep_certrep(ca, &rep, &der, &len): 200, x-pki-message;
+ *     ngx_mdm_scep_msg_free(&msg), X509_free(cert), OPENSSL_free(der).
+ *
+ * The attribute OIDs are created on first use: call ngx_mdm_scep_init()
+ * once before forking workers (e.g. from init_module).
  */
 
 
@@ -100,7 +115,7 @@ typedef struct {
     /* set by ngx_mdm_scep_ca_init() */
     X509                     *signer_cert;
     EVP_PKEY                 *signer_key;
-    unsigned char             key_id[64];       /* authorityKeyIdentifier */
+    unsigned char             key_id[EVP_MAX_MD_SIZE];  /* for AKI */
     size_t                    key_id_len;
 } ngx_mdm_scep_ca_t;
 
@@ -112,7 +127,7 @@ typedef struct {
  */
 typedef struct {
     ngx_mdm_scep_reason_e     reason;
-    const char               *error;            /* static text, one line */
+    const char               *error;            /* static text; NULL if OK */
     int                       fail_info;        /* when REFUSED, or CertRep */
 
     int                       message_type;
@@ -278,7 +293,16 @@ size_t ngx_mdm_scep_name_string(const X509_NAME *name, char *buf,
 EVP_PKEY *ngx_mdm_scep_pem_key(const void *pem, size_t len,
     const char *passphrase);
 
-/* the client side */
+/*
+ * The client side, what a device does (tests, fuzzing, benchmarks):
+ * a self-signed signer like Apple's "MDM SCEP SIGNER"; a CSR whose "san"
+ * is in OpenSSL configuration syntax ("DNS:a.example,URI:urn:x"); a
+ * request; and reading a CertRep, whose signature must verify with
+ * "ca_signer" (the CA or RA certificate, embedded or not) and whose
+ * SUCCESS envelope opens with "cert" and "key" (the request signer).
+ * A CertRep without senderNonce is accepted, as micromdm/scep sends none.
+ * On OK, msg->pki_status, msg->fail_info, msg->certs and msg->crls tell.
+ */
 X509 *ngx_mdm_scep_client_signer(EVP_PKEY *key, const char *cn,
     time_t validity);
 X509_REQ *ngx_mdm_scep_client_csr(EVP_PKEY *key, const char *cn,

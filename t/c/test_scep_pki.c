@@ -892,14 +892,16 @@ test_failure_pending(ngx_mdm_scep_ca_t *ca, X509 *signer,
 
     /* bad arguments are our failure, not the client's */
 
+    OPENSSL_free(rep_der);
+
     rep.status = NGX_MDM_SCEP_FAILURE;
     rep.fail_info = 9;
-    ok(ngx_mdm_scep_certrep(ca, &rep, &der, &len) == NGX_MDM_SCEP_ERROR,
+    ok(ngx_mdm_scep_certrep(ca, &rep, &rep_der, &rep_len)
+       == NGX_MDM_SCEP_ERROR && rep_der == NULL,
        "CertRep with an unknown failInfo is refused by the builder");
     ERR_clear_error();
 
     ngx_mdm_scep_msg_free(&msg);
-    OPENSSL_free(rep_der);
     OPENSSL_free(der);
     X509_REQ_free(csr);
 }
@@ -1240,6 +1242,24 @@ test_other_ca(ngx_mdm_scep_ca_t *ca, X509 *signer, EVP_PKEY *device_key)
 
     ngx_mdm_scep_msg_free(&msg);
     OPENSSL_free(der);
+    X509_free(other);
+
+    /* same issuer name and serial as our CA, another key */
+
+    other = make_ca(other_key, "nginx-mdm test CA");
+
+    rc = make_request(NGX_MDM_SCEP_PKCS_REQ, signer, device_key, other, csr,
+                      NULL, NULL, NULL, NID_sha256, NID_aes_128_cbc, tid,
+                      nonce, sizeof(nonce), &der, &len);
+    rc = rc == NGX_MDM_SCEP_OK ? ngx_mdm_scep_parse(ca, der, len, &msg) : rc;
+
+    ok(rc == NGX_MDM_SCEP_REFUSED && msg.reason == NGX_MDM_SCEP_E_DECRYPT
+       && msg.fail_info == NGX_MDM_SCEP_BAD_MESSAGE_CHECK
+       && ERR_peek_error() == 0,
+       "addressed to our name and serial, another key: cannot decrypt");
+
+    ngx_mdm_scep_msg_free(&msg);
+    OPENSSL_free(der);
     X509_REQ_free(csr);
     X509_free(other);
     EVP_PKEY_free(other_key);
@@ -1305,6 +1325,7 @@ test_ra(ngx_mdm_scep_ca_t *ca, EVP_PKEY *device_key)
     ngx_mdm_scep_reply_init(&rep, &msg, NGX_MDM_SCEP_SUCCESS);
     rep.cert = cert;
     rep_der = NULL;
+    rep_len = 0;
     rc = rc == NGX_MDM_SCEP_OK
          ? ngx_mdm_scep_certrep(&ra, &rep, &rep_der, &rep_len) : rc;
 

@@ -24,6 +24,14 @@
 
 #define DAY  86400
 
+#define APPLE_CHAIN  "enroll/zentral_Apple_iPhone_Device_CA_Fullchain.pem"
+#define SCEP_CA      "scep/micromdm-scep_testca_ca.pem"
+#define SCEP_CA_KEY  "scep/micromdm-scep_testca_ca.key.pem"
+#define DEP_CERT     "dep/petarov_dep_token_recipient.crt.pem"
+#define DEP_KEY      "dep/petarov_dep_token_recipient.key.pem"
+#define NOT_PEM      "enroll/commandment_dep_profile.xml"
+#define PROFILE      "enroll/nanomdm_enroll.mobileconfig.plist"
+
 #define NANOMDM_PUSH_SHA256                                                   \
     "21a714ede1cb5ccc5606e8a184e7c730088cc14f81dcb26c2b507ba542a2ec88"
 #define NANOMDM_PUSH_TOPIC                                                    \
@@ -555,8 +563,7 @@ test_loading(void)
     STACK_OF(X509)  *chain;
     pki_t            p;
 
-    chain = ngx_mdm_x509_load_chain(
-                  vector_path("enroll/zentral_Apple_iPhone_Device_CA_Fullchain.pem"));
+    chain = ngx_mdm_x509_load_chain(vector_path(APPLE_CHAIN));
     n = chain ? sk_X509_num(chain) : 0;
     ok(n == 3, "Apple device CA full chain has 3 certificates (%d)", n);
     ngx_mdm_x509_chain_free(chain);
@@ -565,39 +572,35 @@ test_loading(void)
     ok(x == NULL && strstr(ngx_mdm_x509_error(), "/nonexistent/cert.pem"),
        "missing file: %s", ngx_mdm_x509_error());
 
-    chain = ngx_mdm_x509_load_chain(vector_path("enroll/commandment_dep_profile.xml"));
+    chain = ngx_mdm_x509_load_chain(vector_path(NOT_PEM));
     ok(chain == NULL && strstr(ngx_mdm_x509_error(), "no PEM certificate"),
        "chain from a non-PEM file: %s", ngx_mdm_x509_error());
 
-    x = ngx_mdm_x509_load_cert(vector_path("scep/micromdm-scep_testca_ca.pem"));
+    x = ngx_mdm_x509_load_cert(vector_path(SCEP_CA));
     ok(x != NULL, "load SCEP test CA certificate");
 
-    key = ngx_mdm_x509_load_key(vector_path("scep/micromdm-scep_testca_ca.key.pem"),
-                                "");
+    key = ngx_mdm_x509_load_key(vector_path(SCEP_CA_KEY), "");
     ok(key != NULL, "load SCEP test CA key with the empty passphrase");
     is_rc(ngx_mdm_x509_key_matches(x, key), NGX_MDM_X509_OK,
           "SCEP test CA key matches its certificate");
     EVP_PKEY_free(key);
 
-    key = ngx_mdm_x509_load_key(vector_path("scep/micromdm-scep_testca_ca.key.pem"),
-                                NULL);
+    key = ngx_mdm_x509_load_key(vector_path(SCEP_CA_KEY), NULL);
     ok(key == NULL && strstr(ngx_mdm_x509_error(), "no passphrase"),
        "encrypted key without passphrase fails, no prompt: %s",
        ngx_mdm_x509_error());
 
-    key = ngx_mdm_x509_load_key(vector_path("scep/micromdm-scep_testca_ca.key.pem"),
-                                "wrong");
+    key = ngx_mdm_x509_load_key(vector_path(SCEP_CA_KEY), "wrong");
     ok(key == NULL && strstr(ngx_mdm_x509_error(), "wrong passphrase"),
        "wrong passphrase fails: %s", ngx_mdm_x509_error());
 
-    key = ngx_mdm_x509_load_key(vector_path("dep/petarov_dep_token_recipient.key.pem"),
-                                NULL);
+    key = ngx_mdm_x509_load_key(vector_path(DEP_KEY), NULL);
     ok(key != NULL, "load an unencrypted PKCS#1 RSA key");
 
     is_rc(ngx_mdm_x509_key_matches(x, key), NGX_MDM_X509_KEY_MISMATCH,
           "another key does not match");
 
-    y = ngx_mdm_x509_load_cert(vector_path("dep/petarov_dep_token_recipient.crt.pem"));
+    y = ngx_mdm_x509_load_cert(vector_path(DEP_CERT));
     is_rc(ngx_mdm_x509_key_matches(y, key), NGX_MDM_X509_OK,
           "the recipient key matches its certificate");
 
@@ -788,6 +791,22 @@ test_client_cert(void)
     check_form(x, b64, strlen(b64), NGX_MDM_X509_FORM_BASE64_DER,
                "base64 DER");
     check_form(x, der, len, NGX_MDM_X509_FORM_DER, "DER");
+
+    /* a proxy that joins the PEM lines with spaces */
+    {
+        char  *joined;
+
+        joined = strdup(pem);
+        for (p = joined; *p; p++) {
+            if (*p == '\n') {
+                *p = ' ';
+            }
+        }
+
+        check_form(x, joined, strlen(joined), NGX_MDM_X509_FORM_PEM,
+                   "PEM with lines joined by spaces");
+        free(joined);
+    }
 
     /* lowercase escapes */
     for (p = esc; *p; p++) {
@@ -982,8 +1001,7 @@ test_verify(void)
         STACK_OF(X509)  *chain;
         X509_STORE      *store;
 
-        chain = ngx_mdm_x509_load_chain(
-                  vector_path("enroll/zentral_Apple_iPhone_Device_CA_Fullchain.pem"));
+        chain = ngx_mdm_x509_load_chain(vector_path(APPLE_CHAIN));
         store = ngx_mdm_x509_store_create(chain);
         va = ngx_mdm_x509_verifier_create(store, NGX_MDM_X509_APPLE_DEVICE);
         vat = ngx_mdm_x509_verifier_create(store, 0);
@@ -1001,6 +1019,52 @@ test_verify(void)
           "Apple device certificate against our SCEP CA");
     is_rc(ngx_mdm_x509_verify(va, valid.cert, NULL, now, 0),
           NGX_MDM_X509_UNTRUSTED, "our device certificate against Apple");
+
+    /*
+     * Why the Apple store holds the device CA and not the root: any
+     * certificate in the store is an anchor, and with no time or EKU
+     * checks, a root would accept whatever any of its CAs issued.
+     */
+
+    {
+        pki_t                     aroot, devca, wwdr, dev, developer;
+        ngx_mdm_x509_verifier_t  *vroot, *vdev;
+
+        aroot = make_cert("Apple-like Root", 0, NULL, now - DAY,
+                          now + 3650 * DAY, 1, NULL, NULL);
+        devca = make_cert("Device CA", 0, &aroot, now - DAY,
+                          now + 3650 * DAY, 1, NULL, NULL);
+        wwdr = make_cert("Developer CA", 0, &aroot, now - DAY,
+                         now + 3650 * DAY, 1, NULL, NULL);
+        dev = make_cert("device identity", 0, &devca, now - DAY,
+                        now + 365 * DAY, 0, NULL, NULL);
+        developer = make_cert("a developer", 0, &wwdr, now - DAY,
+                              now + 365 * DAY, 0, "codeSigning", NULL);
+
+        vroot = verifier_of(aroot.cert, devca.cert,
+                            NGX_MDM_X509_APPLE_DEVICE);
+        vdev = verifier_of(devca.cert, NULL, NGX_MDM_X509_APPLE_DEVICE);
+
+        untrusted = chain_of(wwdr.cert, devca.cert);
+
+        is_rc(ngx_mdm_x509_verify(vdev, dev.cert, untrusted, now, 0),
+              NGX_MDM_X509_OK, "device identity under the device CA");
+        is_rc(ngx_mdm_x509_verify(vdev, developer.cert, untrusted, now, 0),
+              NGX_MDM_X509_UNTRUSTED,
+              "another CA's certificate, device CA as the anchor");
+        is_rc(ngx_mdm_x509_verify(vroot, developer.cert, untrusted, now, 0),
+              NGX_MDM_X509_OK,
+              "... is accepted once the root is in the store");
+
+        ngx_mdm_x509_chain_free(untrusted);
+        ngx_mdm_x509_verifier_free(vroot);
+        ngx_mdm_x509_verifier_free(vdev);
+        pki_free(&aroot);
+        pki_free(&devca);
+        pki_free(&wwdr);
+        pki_free(&dev);
+        pki_free(&developer);
+    }
 
     /* speed: the per-request cost with a reused X509_STORE_CTX */
 
@@ -1049,19 +1113,19 @@ test_verify(void)
 static void
 test_mdm_signature(void)
 {
-    X509                     *signer;
-    char                     *b64;
-    pki_t                     ca, dev, rsa;
-    size_t                    len;
-    unsigned char            *der, *der2;
-    int                       n;
-    ngx_mdm_x509_rc_e         rc;
-    ngx_mdm_x509_verifier_t  *v;
-    static const unsigned char  sha256_oid[] =
+    int                          n;
+    X509                        *signer;
+    char                        *b64;
+    pki_t                        ca, dev, rsa;
+    size_t                       len;
+    unsigned char               *der, *der2;
+    ngx_mdm_x509_rc_e            rc;
+    ngx_mdm_x509_verifier_t     *v;
+    static const unsigned char   sha256_oid[] =
         { 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01 };
-    static const unsigned char  unknown_oid[] =
+    static const unsigned char   unknown_oid[] =
         { 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x7f };
-    static const char         body[] =
+    static const char            body[] =
         "<?xml version=\"1.0\"?><plist><dict><key>MessageType</key>"
         "<string>Authenticate</string></dict></plist>\n";
 
@@ -1298,8 +1362,7 @@ test_ota(void)
         return;
     }
 
-    chain = ngx_mdm_x509_load_chain(
-                  vector_path("enroll/zentral_Apple_iPhone_Device_CA_Fullchain.pem"));
+    chain = ngx_mdm_x509_load_chain(vector_path(APPLE_CHAIN));
     store = ngx_mdm_x509_store_create(chain);
     va = ngx_mdm_x509_verifier_create(store, NGX_MDM_X509_APPLE_DEVICE);
     X509_STORE_free(store);
@@ -1371,6 +1434,22 @@ test_ota(void)
         is_rc(rc, NGX_MDM_X509_BAD_SIGNATURE, "one bit flipped in the content");
         p[3] ^= 0x04;
     }
+
+    /* Apple iPhone Device CA alone as the anchor is enough */
+
+    chain = ngx_mdm_x509_load_chain(vector_path(APPLE_CHAIN));
+    while (chain && sk_X509_num(chain) > 1) {
+        X509_free(sk_X509_pop(chain));
+    }
+
+    vo = verifier_of(sk_X509_value(chain, 0), NULL,
+                     NGX_MDM_X509_APPLE_DEVICE);
+    rc = ngx_mdm_cms_verify_attached(der, len, vo, now, content, len, &clen,
+                                     NULL);
+    is_rc(rc, NGX_MDM_X509_OK, "OTA phase 2 against Apple iPhone Device CA "
+                               "alone");
+    ngx_mdm_x509_verifier_free(vo);
+    ngx_mdm_x509_chain_free(chain);
 
     /* a different trust store */
 
@@ -1482,8 +1561,7 @@ test_sign(void)
     const unsigned char      *p;
     ngx_mdm_x509_verifier_t  *v;
 
-    data = (char *) read_file(vectors, "enroll/nanomdm_enroll.mobileconfig.plist",
-                              &dlen);
+    data = (char *) read_file(vectors, PROFILE, &dlen);
     ok(data != NULL, "read the enrollment profile");
 
     if (data == NULL) {
@@ -1580,9 +1658,8 @@ test_sign(void)
         X509      *x;
         EVP_PKEY  *key;
 
-        x = load_vector_cert("scep/micromdm-scep_testca_ca.pem");
-        key = ngx_mdm_x509_load_key(
-                  vector_path("scep/micromdm-scep_testca_ca.key.pem"), "");
+        x = load_vector_cert(SCEP_CA);
+        key = ngx_mdm_x509_load_key(vector_path(SCEP_CA_KEY), "");
 
         der = ngx_mdm_cms_sign((unsigned char *) data, dlen, x, key, NULL,
                                &len);
