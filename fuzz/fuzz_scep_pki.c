@@ -322,9 +322,7 @@ fuzz_check(int rc, const ngx_mdm_scep_msg_t *msg)
 static void
 fuzz_facts(const ngx_mdm_scep_msg_t *msg)
 {
-    char           buf[256];
-    time_t         nb, na;
-    unsigned char  md[32];
+    char  buf[256];
 
     ngx_mdm_scep_serial_hex(msg->serial, buf, sizeof(buf));
     ngx_mdm_scep_serial_dec(msg->serial, buf, sizeof(buf));
@@ -338,8 +336,6 @@ fuzz_facts(const ngx_mdm_scep_msg_t *msg)
     }
 
     if (msg->signer != NULL) {
-        ngx_mdm_scep_cert_sha256(msg->signer, md);
-        ngx_mdm_scep_cert_times(msg->signer, &nb, &na);
         ngx_mdm_scep_name_string(X509_get_subject_name(msg->signer), buf,
                                  sizeof(buf));
     }

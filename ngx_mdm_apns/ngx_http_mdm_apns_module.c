@@ -340,9 +340,9 @@ ngx_http_mdm_apns_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
     if (rc != NGX_MDM_X509_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"mdm_apns_certificate\" \"%V\" is not an MDM "
-                           "push certificate (%s): %s; use the certificate "
+                           "push certificate: %s; use the certificate "
                            "from identity.apple.com", &file,
-                           ngx_mdm_x509_rc_str(rc), ngx_mdm_x509_error());
+                           ngx_mdm_x509_error());
         X509_free(x509);
         return NGX_CONF_ERROR;
     }
@@ -799,8 +799,8 @@ ngx_mdm_apns_shm(ngx_http_mdm_apns_main_conf_t *amcf)
 
 /*
  * mdm_apns_status: this node's push counters and certificates as JSON.
- * "certificate_error" is true while APNs's last word on a certificate
- * (403) is newer than the last successful push.
+ * "certificate_error" is true from a 403 (a certificate APNs refuses) until
+ * the next successful push.
  */
 
 static ngx_int_t
@@ -859,15 +859,16 @@ ngx_http_mdm_apns_status_handler(ngx_http_request_t *r)
 
     } else {
         p = ngx_sprintf(p, "], \"certificate_error\": %s, "
+                        "\"certificate_error_at\": %uA, "
+                        "\"last_sent_at\": %uA, "
                         "\"helper_pid\": %uA, \"in_flight\": %uA, "
                         "\"counters\": {\"claimed\": %uA, \"sent\": %uA, "
                         "\"failed\": %uA, \"retried\": %uA, "
                         "\"invalid_tokens\": %uA, "
                         "\"certificate_errors\": %uA, "
                         "\"connections\": %uA}}\n",
-                        shm->certificate_error_at
-                        && shm->certificate_error_at >= shm->last_sent_at
-                        ? "true" : "false",
+                        shm->certificate_error ? "true" : "false",
+                        shm->certificate_error_at, shm->last_sent_at,
                         shm->helper_pid, shm->in_flight, shm->claimed,
                         shm->sent, shm->failed, shm->retried,
                         shm->invalid_tokens, shm->certificate_errors,

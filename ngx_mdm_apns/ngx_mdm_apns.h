@@ -44,6 +44,7 @@ typedef struct {
     ngx_atomic_t               retried;
     ngx_atomic_t               invalid_tokens;
     ngx_atomic_t               certificate_errors;
+    ngx_atomic_t               certificate_error;       /* 403 since 200 */
     ngx_atomic_t               certificate_error_at;    /* unix time */
     ngx_atomic_t               last_sent_at;            /* unix time */
     ngx_atomic_t               connections;

@@ -37,6 +37,7 @@ typedef struct {
     size_t                     sent;
     void                     (*wake)(void);
     ngx_log_t                 *log;
+    ngx_log_t                  conn_log;
     unsigned                   subscribed:1;
 } ngx_mdm_apns_hint_t;
 
@@ -94,9 +95,17 @@ ngx_mdm_apns_hint_start(ngx_cycle_t *cycle, void (*wake)(void))
         h->peer.socklen = sizeof(struct sockaddr_un);
     }
 
+    /*
+     * nginx logs a connect() to a missing unix socket (Redis stopped) at
+     * crit; the connection's own log stays quiet, and close() says what
+     * happened at error level
+     */
+    h->conn_log = *cycle->log;
+    h->conn_log.log_level = NGX_LOG_ALERT;
+
     h->peer.name = &h->name;
     h->peer.get = ngx_event_get_peer;
-    h->peer.log = cycle->log;
+    h->peer.log = &h->conn_log;
     h->peer.log_error = NGX_ERROR_ERR;
 
     h->timer.handler = ngx_mdm_apns_hint_timer;

@@ -158,8 +158,9 @@ static ngx_mdm_apns_answer_t  ngx_mdm_apns_answers[] = {
  * Claim due rows: one statement that locks them (other helpers skip them),
  * drops those that cannot be pushed, defers those pushed within the
  * coalescing window and leases the rest to us.  Rows: kind ('c' claimed,
- * 'd' deferred with its delay, 'x' dropped), enrollment_id, requests,
- * attempts, topic, token (hex), push_magic, delay_ms.
+ * 'd' deferred with its delay, 'x' dropped, 'n' when the next row not yet
+ * due comes due, retries and other helpers' leases included), enrollment_id,
+ * requests, attempts, topic, token (hex), push_magic, delay_ms.
  *   $1 claimer, $2 limit, $3 lease (ms), $4 coalescing window (ms)
  */
 
@@ -204,7 +205,11 @@ static const char  ngx_mdm_apns_claim_sql[] =
     " FROM deferred "
     "UNION ALL "
     "SELECT 'x', enrollment_id, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM dropped";
+    " FROM dropped "
+    "UNION ALL "
+    "SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL,"
+    " ceil(extract(epoch FROM min(not_before) - now()) * 1000)::bigint"
+    " FROM mdm_push_requests WHERE not_before > now()";
 
 
 /*
@@ -371,7 +376,11 @@ ngx_mdm_apns_wake_now(void)
 }
 
 
-/* a row we know of comes due after delay */
+/*
+ * A row we know of comes due after delay.  A little later, since nginx's
+ * clock is the one of the last event loop turn: a claim that comes too
+ * early finds nothing and only sets the wake again.
+ */
 
 static void
 ngx_mdm_apns_wake_at(ngx_msec_t delay)
@@ -379,6 +388,7 @@ ngx_mdm_apns_wake_at(ngx_msec_t delay)
     ngx_event_t  *ev;
 
     ev = &ngx_mdm_apns.wake;
+    delay += 10;
 
     if (ev->timer_set) {
         if ((ngx_msec_int_t) (ev->timer.key - ngx_current_msec - delay) <= 0) {
@@ -388,7 +398,7 @@ ngx_mdm_apns_wake_at(ngx_msec_t delay)
         ngx_del_timer(ev);
     }
 
-    ngx_add_timer(ev, delay + 1);
+    ngx_add_timer(ev, delay);
 }
 
 
@@ -484,14 +494,16 @@ ngx_mdm_apns_claimed(void *data, PGresult *res, ngx_int_t rc)
         if (kind[0] == 'c') {
             n++;
 
-        } else if (kind[0] == 'd') {
+        } else if ((kind[0] == 'd' || kind[0] == 'n')
+                   && !PQgetisnull(res, row, 7))
+        {
             delay = ngx_atoi((u_char *) PQgetvalue(res, row, 7),
                              PQgetlength(res, row, 7));
             ngx_mdm_apns_wake_at(delay > 0 ? (ngx_msec_t) delay : 0);
         }
     }
 
-    if ((ngx_uint_t) nrows >= ngx_mdm_apns.amcf->batch_size) {
+    if ((ngx_uint_t) nrows > ngx_mdm_apns.amcf->batch_size) {
         /* there may be more */
         ngx_mdm_apns.want = 1;
     }
@@ -1006,6 +1018,7 @@ ngx_mdm_apns_answer(ngx_mdm_apns_slot_t *slot, ngx_mdm_apns_item_t *item,
         if (ngx_mdm_apns.shm) {
             (void) ngx_atomic_fetch_add(
                        &ngx_mdm_apns.shm->certificate_errors, 1);
+            ngx_mdm_apns.shm->certificate_error = 1;
             ngx_mdm_apns.shm->certificate_error_at = ngx_time();
         }
 
@@ -1073,6 +1086,7 @@ ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
         if (shm) {
             (void) ngx_atomic_fetch_add(&shm->sent, 1);
             shm->last_sent_at = ngx_time();
+            shm->certificate_error = 0;
         }
         break;
 

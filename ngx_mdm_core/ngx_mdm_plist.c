@@ -2684,7 +2684,7 @@ static json_t *
 ngx_mdm_plist_json_node(plist_t node, unsigned depth,
     ngx_mdm_plist_err_t *err)
 {
-    int                   is_unsigned;
+    int                   is_unsigned, tagged;
     char                  buf[48], *key;
     json_t               *j, *child;
     double                d;
@@ -2822,6 +2822,8 @@ ngx_mdm_plist_json_node(plist_t node, unsigned depth,
             break;
         }
 
+        tagged = 0;
+
         dit = NULL;
         plist_dict_new_iter(node, &dit);
         if (dit == NULL) {
@@ -2840,6 +2842,8 @@ ngx_mdm_plist_json_node(plist_t node, unsigned depth,
             }
 
             child = ngx_mdm_plist_json_node(item, depth + 1, err);
+
+            tagged |= (ngx_mdm_plist_json_tag(key) != NULL);
 
             if (child == NULL || key == NULL
                 || json_object_set_new(j, key, child) != 0)
@@ -2860,13 +2864,9 @@ ngx_mdm_plist_json_node(plist_t node, unsigned depth,
 
         free(dit);
 
-        /* a dict that would read back as a tag is marked literal */
+        /* a dict with a key named like a tag is marked literal */
 
-        if (json_object_size(j) == 1
-            && ngx_mdm_plist_json_tag(json_object_iter_key(
-                                          json_object_iter(j)))
-               != NULL)
-        {
+        if (tagged) {
             j = ngx_mdm_plist_json_tagged("$dict", j);
         }
 

@@ -42,9 +42,9 @@
  *                                          INT64_MAX, e.g. 2^64-1)
  *     {"$real": "nan" | "+infinity" | "-infinity"}   non-finite <real>
  *     {"$dict": {...}}                     a literal <dict>: its members
- *                                          are not read as a tag (output
- *                                          only for a dict whose single
- *                                          key is one of these names)
+ *                                          are not read as tags (output
+ *                                          only for a dict that has a key
+ *                                          named like a tag)
  *
  * A tag with other members beside it, or a tag of the wrong JSON type, is
  * an error.  Strings must not contain NUL or C0 controls other than TAB,

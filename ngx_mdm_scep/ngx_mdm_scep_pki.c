@@ -12,7 +12,6 @@
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/pkcs7.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -136,7 +135,6 @@ static int ngx_mdm_scep_certs_only(STACK_OF(X509) *certs, X509_CRL *crl,
     unsigned char **der, size_t *len);
 static time_t ngx_mdm_scep_timegm(const struct tm *tm);
 static int ngx_mdm_scep_time(const ASN1_TIME *t, time_t *out);
-static int ngx_mdm_scep_pem_pass(char *buf, int size, int rwflag, void *u);
 
 
 ASN1_SEQUENCE(ngx_mdm_scep_ias) = {
@@ -2239,38 +2237,6 @@ failed:
 }
 
 
-int
-ngx_mdm_scep_cert_sha256(X509 *cert, unsigned char md[32])
-{
-    unsigned int   n;
-    unsigned char  buf[EVP_MAX_MD_SIZE];
-
-    if (X509_digest(cert, EVP_sha256(), buf, &n) != 1 || n != 32) {
-        return NGX_MDM_SCEP_ERROR;
-    }
-
-    memcpy(md, buf, 32);
-
-    return NGX_MDM_SCEP_OK;
-}
-
-
-int
-ngx_mdm_scep_cert_times(const X509 *cert, time_t *not_before,
-    time_t *not_after)
-{
-    if (ngx_mdm_scep_time(X509_get0_notBefore(cert), not_before)
-        != NGX_MDM_SCEP_OK
-        || ngx_mdm_scep_time(X509_get0_notAfter(cert), not_after)
-           != NGX_MDM_SCEP_OK)
-    {
-        return NGX_MDM_SCEP_ERROR;
-    }
-
-    return NGX_MDM_SCEP_OK;
-}
-
-
 /* days from the civil calendar: no timegm() in C99 */
 
 static time_t
@@ -2317,7 +2283,7 @@ ngx_mdm_scep_serial_hex(const ASN1_INTEGER *serial, char *buf, size_t size)
     int                   i, len;
     size_t                n;
     const unsigned char  *p;
-    static const char     hex[] = "0123456789ABCDEF";
+    static const char     hex[] = "0123456789abcdef";
 
     if (serial == NULL) {
         return 0;
@@ -2414,7 +2380,10 @@ ngx_mdm_scep_name_string(const X509_NAME *name, char *buf, size_t size)
 
     n = 0;
 
-    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+    if (X509_NAME_print_ex(bio, name, 0,
+                           XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB)
+        >= 0)
+    {
         len = BIO_get_mem_data(bio, &p);
 
         if (len >= 0 && (size_t) len + 1 <= size) {
@@ -2427,52 +2396,6 @@ ngx_mdm_scep_name_string(const X509_NAME *name, char *buf, size_t size)
     BIO_free(bio);
 
     return n;
-}
-
-
-/* never prompt: a wrong or missing passphrase fails the load */
-
-static int
-ngx_mdm_scep_pem_pass(char *buf, int size, int rwflag, void *u)
-{
-    size_t  n;
-
-    if (u == NULL) {
-        return -1;
-    }
-
-    n = strlen(u);
-
-    if (n > (size_t) size) {
-        return -1;
-    }
-
-    memcpy(buf, u, n);
-
-    return (int) n;
-}
-
-
-EVP_PKEY *
-ngx_mdm_scep_pem_key(const void *pem, size_t len, const char *passphrase)
-{
-    BIO       *bio;
-    EVP_PKEY  *key;
-
-    if (len > INT_MAX) {
-        return NULL;
-    }
-
-    bio = BIO_new_mem_buf(pem, (int) len);
-    if (bio == NULL) {
-        return NULL;
-    }
-
-    key = PEM_read_bio_PrivateKey(bio, NULL, ngx_mdm_scep_pem_pass,
-                                  (void *) passphrase);
-    BIO_free(bio);
-
-    return key;
 }
 
 

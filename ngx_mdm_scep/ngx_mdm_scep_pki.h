@@ -278,20 +278,20 @@ X509_CRL *ngx_mdm_scep_crl(const ngx_mdm_scep_ca_t *ca,
     const ngx_mdm_scep_revoked_t *revoked, size_t n, time_t this_update,
     time_t next_update, uint64_t crl_number);
 
-/* certificate facts; the string helpers return the length or 0 */
-int ngx_mdm_scep_cert_sha256(X509 *cert, unsigned char md[32]);
-int ngx_mdm_scep_cert_times(const X509 *cert, time_t *not_before,
-    time_t *not_after);
+/*
+ * Serials and names as GetCert and CertPoll carry them, in the formats of
+ * ngx_mdm_x509_*() in core, which gives the same facts of a whole
+ * certificate (SHA-256, notBefore/notAfter, serial, subject) and loads
+ * PEM keys with a passphrase: lowercase hex of the serial's magnitude
+ * ("-" first when negative), decimal, RFC 2253 names with UTF-8 kept.
+ * They return the length, or 0 when the buffer is too small.
+ */
 size_t ngx_mdm_scep_serial_hex(const ASN1_INTEGER *serial, char *buf,
     size_t size);
 size_t ngx_mdm_scep_serial_dec(const ASN1_INTEGER *serial, char *buf,
     size_t size);
 size_t ngx_mdm_scep_name_string(const X509_NAME *name, char *buf,
     size_t size);
-
-/* PEM private key with an explicit passphrase (NULL: unencrypted only) */
-EVP_PKEY *ngx_mdm_scep_pem_key(const void *pem, size_t len,
-    const char *passphrase);
 
 /*
  * The client side, what a device does (tests, fuzzing, benchmarks):

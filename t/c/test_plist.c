@@ -983,6 +983,14 @@ test_json(void)
     q = ngx_mdm_plist_from_json(k, &err);
     ok(json_object_get(k, "$dict") && same_plist(p, q),
        "tag-like dict escaped with $dict");
+    plist_free(q);
+    json_decref(k);
+
+    plist_dict_set_item(p, "other", plist_new_bool(1));
+    k = ngx_mdm_plist_to_json(p, &err);
+    q = ngx_mdm_plist_from_json(k, &err);
+    ok(json_object_get(k, "$dict") && same_plist(p, q),
+       "dict with a tag-like key among others escaped with $dict");
     plist_free(p);
     plist_free(q);
     json_decref(k);

@@ -1,0 +1,496 @@
+-- nginx-mdm schema 5: the check-in and command protocol (ngx_mdm_checkin/).
+--
+-- Every device request is one round trip: one call of one function below.
+-- Each verifies the device certificate's binding (DESIGN.md §6), does its
+-- step and, for a command report, stores the result and picks the next
+-- command, all in the caller's one implicit transaction.
+--
+-- Result codes (the first column of every function):
+--   ok               done
+--   revoked          the certificate is revoked (mdm_certificates.revoked_at)
+--   unbound          the certificate is bound to no enrollment
+--   mismatch         the certificate is bound to another enrollment, or its
+--                    SCEP challenge was minted for another device
+--   expired          the binding's not_after (plus the grace) has passed
+--   unknown          no such enrollment (never Authenticated, or a user
+--                    channel that sent no TokenUpdate yet)
+--   unknown_command  (reports only) no such command in this enrollment's
+--                    queue: nothing was stored, the next command is returned
+-- Nothing is written unless the code is ok or unknown_command.
+--
+-- push_token_invalid_at (007_push.sql) is only named inside plpgsql bodies,
+-- which are planned when they first run, not when this file is applied.
+
+-- held: the device answered NotNow in the current exchange; the command is
+-- offered again from its next Idle on (PROTOCOL.md §4.3).
+ALTER TABLE mdm_queue
+    ADD COLUMN held         boolean     NOT NULL DEFAULT false,
+    ADD COLUMN not_now_at   timestamptz,
+    ADD COLUMN answered_at  timestamptz;
+
+-- the Idle step clears holds: find them without reading the whole queue
+CREATE INDEX mdm_queue_held ON mdm_queue (enrollment_id) WHERE held;
+
+-- The hot lookups are already indexed: mdm_cert_bindings (sha256) and
+-- mdm_certificates (sha256) by their keys, the next command by
+-- mdm_queue_pending (enrollment_id, priority DESC, queued_at).
+
+
+-- The binding check shared by every step: the certificate (lowercase SHA-256
+-- of its DER) must be unrevoked and bound to the device channel device_id.
+CREATE FUNCTION mdm_checkin_auth(p_sha256 bytea, p_device_id text,
+    p_grace integer)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_enrollment_id  text;
+    v_not_after      timestamptz;
+BEGIN
+    PERFORM 1 FROM mdm_certificates
+    WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL;
+
+    IF FOUND THEN
+        RETURN 'revoked';
+    END IF;
+
+    SELECT enrollment_id, not_after INTO v_enrollment_id, v_not_after
+    FROM mdm_cert_bindings WHERE sha256 = p_sha256;
+
+    IF NOT FOUND THEN
+        RETURN 'unbound';
+    ELSIF v_enrollment_id <> p_device_id THEN
+        RETURN 'mismatch';
+    ELSIF v_not_after + make_interval(secs => p_grace) < now() THEN
+        RETURN 'expired';
+    END IF;
+
+    RETURN 'ok';
+END
+$$;
+
+
+-- Authenticate (device channel only): bind the certificate, store the
+-- device, disable the enrollment and its user channels until their next
+-- TokenUpdate, and cancel what was still queued for them (a re-enrolled
+-- device starts afresh; NanoMDM does the same).
+CREATE FUNCTION mdm_checkin_authenticate(p_sha256 bytea,
+    p_not_after timestamptz, p_grace integer, p_id text,
+    p_enrollment_type text, p_udid text, p_topic text,
+    p_serial_number text, p_model text, p_model_name text,
+    p_product_name text, p_os_version text, p_build_version text,
+    p_device_name text, p_imei text, p_meid text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bound      text;
+    v_challenge  text;
+BEGIN
+    PERFORM 1 FROM mdm_certificates
+    WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL;
+
+    IF FOUND THEN
+        RETURN 'revoked';
+    END IF;
+
+    -- a certificate issued for a challenge minted for one device serves
+    -- that device only
+    IF p_udid IS NOT NULL THEN
+        SELECT ch.udid INTO v_challenge
+        FROM mdm_certificates c JOIN mdm_challenges ch ON ch.id = c.challenge_id
+        WHERE c.sha256 = p_sha256;
+
+        IF v_challenge IS NOT NULL AND v_challenge <> p_udid THEN
+            RETURN 'mismatch';
+        END IF;
+    END IF;
+
+    -- first, so that a refusal writes nothing; waits for a concurrent
+    -- Authenticate with the same certificate
+    INSERT INTO mdm_cert_bindings (sha256, enrollment_id, not_after)
+    VALUES (p_sha256, p_id, p_not_after)
+    ON CONFLICT (sha256) DO NOTHING;
+
+    SELECT enrollment_id INTO v_bound
+    FROM mdm_cert_bindings WHERE sha256 = p_sha256;
+
+    IF v_bound <> p_id THEN
+        RETURN 'mismatch';
+    END IF;
+
+    INSERT INTO mdm_enrollments AS e (id, device_id, channel,
+        enrollment_type, udid, topic, serial_number, model, model_name,
+        product_name, os_version, build_version, device_name, imei, meid,
+        enabled, authenticated_at)
+    VALUES (p_id, p_id, 'device', p_enrollment_type, p_udid, p_topic,
+        p_serial_number, p_model, p_model_name, p_product_name,
+        p_os_version, p_build_version, p_device_name, p_imei, p_meid,
+        false, now())
+    ON CONFLICT (id) DO UPDATE SET
+        enrollment_type = EXCLUDED.enrollment_type,
+        udid = coalesce(EXCLUDED.udid, e.udid),
+        topic = EXCLUDED.topic,
+        serial_number = coalesce(EXCLUDED.serial_number, e.serial_number),
+        model = coalesce(EXCLUDED.model, e.model),
+        model_name = coalesce(EXCLUDED.model_name, e.model_name),
+        product_name = coalesce(EXCLUDED.product_name, e.product_name),
+        os_version = coalesce(EXCLUDED.os_version, e.os_version),
+        build_version = coalesce(EXCLUDED.build_version, e.build_version),
+        device_name = coalesce(EXCLUDED.device_name, e.device_name),
+        imei = coalesce(EXCLUDED.imei, e.imei),
+        meid = coalesce(EXCLUDED.meid, e.meid),
+        enabled = false,
+        authenticated_at = now(),
+        checked_out_at = NULL,
+        updated_at = now();
+
+    UPDATE mdm_enrollments SET enabled = false, updated_at = now()
+    WHERE device_id = p_id AND id <> p_id AND enabled;
+
+    UPDATE mdm_queue SET status = 'Cancelled', held = false,
+        updated_at = now()
+    WHERE enrollment_id IN (SELECT id FROM mdm_enrollments
+                            WHERE device_id = p_id)
+      AND status IN ('Queued', 'NotNow');
+
+    RETURN 'ok';
+END
+$$;
+
+
+-- TokenUpdate, both channels: store the push token, PushMagic, topic,
+-- UnlockToken and AwaitingConfiguration, enable pushes and count the
+-- update.  A user channel is created by its first TokenUpdate.  Returns the
+-- code and the new token_update_tally (1: this channel is new or was
+-- re-enrolled) as text.
+CREATE FUNCTION mdm_checkin_token_update(p_sha256 bytea, p_grace integer,
+    p_id text, p_device_id text, p_enrollment_type text, p_udid text,
+    p_enrollment_user_id text, p_user_id text, p_user_short_name text,
+    p_user_long_name text, p_topic text, p_push_token bytea,
+    p_push_magic text, p_unlock_token bytea,
+    p_awaiting_configuration boolean)
+RETURNS TABLE (o_code text, o_token_update_tally text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_code   text;
+    v_tally  integer;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN QUERY SELECT v_code, NULL::text;
+        RETURN;
+    END IF;
+
+    IF p_id = p_device_id THEN
+        UPDATE mdm_enrollments SET
+            topic = p_topic,
+            push_token = p_push_token,
+            push_magic = p_push_magic,
+            unlock_token = coalesce(p_unlock_token, unlock_token),
+            awaiting_configuration = coalesce(p_awaiting_configuration,
+                                              false),
+            enabled = true,
+            token_update_tally = token_update_tally + 1,
+            token_updated_at = now(),
+            push_token_invalid_at = NULL,
+            updated_at = now()
+        WHERE id = p_id
+        RETURNING token_update_tally INTO v_tally;
+
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT 'unknown'::text, NULL::text;
+            RETURN;
+        END IF;
+
+    ELSE
+        PERFORM 1 FROM mdm_enrollments WHERE id = p_device_id;
+
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT 'unknown'::text, NULL::text;
+            RETURN;
+        END IF;
+
+        INSERT INTO mdm_enrollments AS e (id, device_id, channel,
+            enrollment_type, udid, enrollment_user_id, user_id,
+            user_short_name, user_long_name, topic, push_token, push_magic,
+            unlock_token, awaiting_configuration, token_update_tally,
+            enabled, token_updated_at)
+        VALUES (p_id, p_device_id, 'user', p_enrollment_type, p_udid,
+            p_enrollment_user_id, p_user_id, p_user_short_name,
+            p_user_long_name, p_topic, p_push_token, p_push_magic,
+            p_unlock_token, coalesce(p_awaiting_configuration, false), 1,
+            true, now())
+        ON CONFLICT (id) DO UPDATE SET
+            enrollment_type = EXCLUDED.enrollment_type,
+            user_short_name = coalesce(EXCLUDED.user_short_name,
+                                       e.user_short_name),
+            user_long_name = coalesce(EXCLUDED.user_long_name,
+                                      e.user_long_name),
+            topic = EXCLUDED.topic,
+            push_token = EXCLUDED.push_token,
+            push_magic = EXCLUDED.push_magic,
+            unlock_token = coalesce(EXCLUDED.unlock_token, e.unlock_token),
+            awaiting_configuration = EXCLUDED.awaiting_configuration,
+            enabled = true,
+            token_update_tally = e.token_update_tally + 1,
+            token_updated_at = now(),
+            checked_out_at = NULL,
+            push_token_invalid_at = NULL,
+            updated_at = now()
+        RETURNING e.token_update_tally INTO v_tally;
+    END IF;
+
+    RETURN QUERY SELECT 'ok'::text, v_tally::text;
+END
+$$;
+
+
+-- CheckOut: disable the channel, and on the device channel its user
+-- channels too.  The queue is kept (a new Authenticate cancels it).
+CREATE FUNCTION mdm_checkin_check_out(p_sha256 bytea, p_grace integer,
+    p_id text, p_device_id text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_code  text;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN v_code;
+    END IF;
+
+    UPDATE mdm_enrollments SET enabled = false, checked_out_at = now(),
+        updated_at = now()
+    WHERE id = p_id OR device_id = p_id;
+
+    IF NOT FOUND THEN
+        RETURN 'unknown';
+    END IF;
+
+    RETURN 'ok';
+END
+$$;
+
+
+-- SetBootstrapToken: an absent or empty token deletes the stored one.
+CREATE FUNCTION mdm_checkin_set_bootstrap_token(p_sha256 bytea,
+    p_grace integer, p_id text, p_device_id text, p_token bytea,
+    p_awaiting_configuration boolean)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_code  text;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN v_code;
+    END IF;
+
+    UPDATE mdm_enrollments SET
+        bootstrap_token = nullif(p_token, ''::bytea),
+        bootstrap_token_at = now(),
+        awaiting_configuration = coalesce(p_awaiting_configuration,
+                                          awaiting_configuration),
+        updated_at = now()
+    WHERE id = p_id;
+
+    IF NOT FOUND THEN
+        RETURN 'unknown';
+    END IF;
+
+    RETURN 'ok';
+END
+$$;
+
+
+-- GetBootstrapToken: the code and the stored token (NULL when none).
+CREATE FUNCTION mdm_checkin_get_bootstrap_token(p_sha256 bytea,
+    p_grace integer, p_id text, p_device_id text)
+RETURNS TABLE (o_code text, o_bootstrap_token bytea)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_code   text;
+    v_token  bytea;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN QUERY SELECT v_code, NULL::bytea;
+        RETURN;
+    END IF;
+
+    SELECT bootstrap_token INTO v_token FROM mdm_enrollments WHERE id = p_id;
+
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown'::text, NULL::bytea;
+        RETURN;
+    END IF;
+
+    RETURN QUERY SELECT 'ok'::text, v_token;
+END
+$$;
+
+
+-- The binding check alone, for the steps that store nothing here
+-- (UserAuthenticate, DeclarativeManagement, GetToken): p_id must exist.
+CREATE FUNCTION mdm_checkin_verify(p_sha256 bytea, p_grace integer,
+    p_id text, p_device_id text)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_code  text;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN v_code;
+    END IF;
+
+    PERFORM 1 FROM mdm_enrollments WHERE id = p_id;
+
+    IF NOT FOUND THEN
+        RETURN 'unknown';
+    END IF;
+
+    RETURN 'ok';
+END
+$$;
+
+
+-- A command report (PUT to ServerURL), the hot path:
+--   Idle          clear the holds of the previous exchange
+--   NotNow        keep the command pending, count it, hold it for the rest
+--                 of this exchange (a command already settled stays so)
+--   Acknowledged, Error, CommandFormatError
+--                 store the status and the device's whole plist
+-- then return the next command: pending (Queued or NotNow), not held, by
+-- priority then age; a command sent but never answered is still Queued and
+-- is sent again.  Expired commands met on the way become Expired and their
+-- UUIDs come back in o_expired, one a line.  o_command is the command's
+-- bytes as enqueued.
+CREATE FUNCTION mdm_command_report(p_sha256 bytea, p_grace integer,
+    p_id text, p_device_id text, p_status text, p_command_uuid text,
+    p_result bytea)
+RETURNS TABLE (o_code text, o_command_uuid text, o_request_type text,
+               o_command bytea, o_expired text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_code     text;
+    v_expired  text;
+    v_next     record;
+BEGIN
+    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+
+    IF v_code <> 'ok' THEN
+        RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,
+                            NULL::text;
+        RETURN;
+    END IF;
+
+    PERFORM 1 FROM mdm_enrollments WHERE id = p_id;
+
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown'::text, NULL::text, NULL::text,
+                            NULL::bytea, NULL::text;
+        RETURN;
+    END IF;
+
+    IF p_status = 'Idle' THEN
+        UPDATE mdm_queue SET held = false
+        WHERE enrollment_id = p_id AND held;
+
+    ELSIF p_status = 'NotNow' THEN
+        UPDATE mdm_queue SET
+            status = 'NotNow',
+            held = true,
+            not_now_tally = not_now_tally + 1,
+            not_now_at = now(),
+            result = p_result,
+            updated_at = now()
+        WHERE enrollment_id = p_id AND command_uuid = p_command_uuid
+          AND status IN ('Queued', 'NotNow');
+
+        IF NOT FOUND THEN
+            PERFORM 1 FROM mdm_queue
+            WHERE enrollment_id = p_id AND command_uuid = p_command_uuid;
+
+            IF NOT FOUND THEN
+                v_code := 'unknown_command';
+            END IF;
+        END IF;
+
+    ELSE
+        UPDATE mdm_queue SET
+            status = p_status,
+            held = false,
+            result = p_result,
+            answered_at = now(),
+            updated_at = now()
+        WHERE enrollment_id = p_id AND command_uuid = p_command_uuid;
+
+        IF NOT FOUND THEN
+            v_code := 'unknown_command';
+        END IF;
+    END IF;
+
+    LOOP
+        SELECT q.command_uuid, c.request_type, c.command, c.expires_at
+        INTO v_next
+        FROM mdm_queue q
+        JOIN mdm_commands c ON c.command_uuid = q.command_uuid
+        WHERE q.enrollment_id = p_id
+          AND q.status IN ('Queued', 'NotNow')
+          AND NOT q.held
+        ORDER BY q.priority DESC, q.queued_at
+        LIMIT 1;
+
+        EXIT WHEN NOT FOUND;
+
+        IF v_next.expires_at IS NOT NULL AND v_next.expires_at <= now() THEN
+            UPDATE mdm_queue SET status = 'Expired', updated_at = now()
+            WHERE enrollment_id = p_id
+              AND command_uuid = v_next.command_uuid;
+
+            v_expired := concat_ws(E'\n', v_expired, v_next.command_uuid);
+            CONTINUE;
+        END IF;
+
+        UPDATE mdm_queue SET sent_at = now(), sent_count = sent_count + 1,
+            updated_at = now()
+        WHERE enrollment_id = p_id AND command_uuid = v_next.command_uuid;
+
+        RETURN QUERY SELECT v_code, v_next.command_uuid,
+                            v_next.request_type, v_next.command, v_expired;
+        RETURN;
+    END LOOP;
+
+    RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,
+                        v_expired;
+END
+$$;
+
+
+-- last_seen write-behind (the helper, from Redis): one line per enrollment,
+-- "<unix time>\t<enrollment id>" (ids hold no control characters).  Only
+-- moves last_seen_at forward; returns the rows updated.
+CREATE FUNCTION mdm_checkin_last_seen(p_batch text)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH seen AS (
+        SELECT split_part(l, E'\t', 2) AS id,
+               max(to_timestamp(split_part(l, E'\t', 1)::double precision))
+                   AS at
+        FROM unnest(string_to_array(p_batch, E'\n')) AS l
+        WHERE l LIKE '%' || E'\t' || '%'
+        GROUP BY 1
+    ), done AS (
+        UPDATE mdm_enrollments e SET last_seen_at = s.at
+        FROM seen s
+        WHERE e.id = s.id
+          AND (e.last_seen_at IS NULL OR e.last_seen_at < s.at)
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM done
+$$;
