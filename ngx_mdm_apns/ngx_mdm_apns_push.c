@@ -28,6 +28,7 @@
 #define NGX_MDM_APNS_TOKEN_MAX      200     /* hex digits */
 #define NGX_MDM_APNS_BODY_MAX       512     /* of an answer */
 #define NGX_MDM_APNS_DETAIL_MAX     128
+#define NGX_MDM_APNS_GRACE          1000    /* ms after an answer */
 
 
 typedef enum {
@@ -85,6 +86,8 @@ typedef struct {
     time_t                     headers_time;
     ngx_mdm_apns_cert_t       *blob_cert;
     u_char                    *url;
+    ngx_event_t                grace;       /* answered, still running */
+    unsigned                   answered:1;
     size_t                     apns_id_len;
     size_t                     body_len;
     u_char                     apns_id[64];
@@ -131,6 +134,8 @@ static size_t ngx_mdm_apns_header_cb(char *buf, size_t size, size_t n,
 static size_t ngx_mdm_apns_body_cb(char *buf, size_t size, size_t n,
     void *data);
 static void ngx_mdm_apns_done(CURL *easy, CURLcode rc, void *data);
+static void ngx_mdm_apns_grace_handler(ngx_event_t *ev);
+static void ngx_mdm_apns_complete(ngx_mdm_apns_slot_t *slot, CURLcode rc);
 static void ngx_mdm_apns_answer(ngx_mdm_apns_slot_t *slot,
     ngx_mdm_apns_item_t *item, long status);
 static void ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
@@ -458,7 +463,9 @@ ngx_mdm_apns_claim(void)
 
     ngx_mdm_apns.want = 0;
     ngx_mdm_apns.claiming = 1;
+    { extern ngx_msec_t tdbg_claim; ngx_time_update(); tdbg_claim = ngx_current_msec; }
 }
+ngx_msec_t tdbg_claim;
 
 
 static void
@@ -473,6 +480,8 @@ ngx_mdm_apns_claimed(void *data, PGresult *res, ngx_int_t rc)
     ngx_mdm_apns_batch_t  *batch;
 
     ngx_mdm_apns.claiming = 0;
+    ngx_time_update();
+    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG claim %M ms rows %d waiting %ui batches %ui fin %ui inflight %ui", ngx_current_msec - tdbg_claim, res ? PQntuples(res) : -1, ngx_mdm_apns.nwaiting, ngx_mdm_apns.nbatches, ngx_mdm_apns.nfinishing, ngx_mdm_curl_running());
 
     if (rc != NGX_OK) {
         if (rc == NGX_ERROR) {
@@ -747,6 +756,10 @@ ngx_mdm_apns_send(ngx_mdm_apns_slot_t *slot, ngx_mdm_apns_item_t *item)
         }
 
         slot->easy = easy;
+        slot->grace.handler = ngx_mdm_apns_grace_handler;
+        slot->grace.data = slot;
+        slot->grace.log = ngx_mdm_apns.log;
+        slot->grace.cancelable = 1;
     }
 
     easy = slot->easy;
@@ -782,6 +795,7 @@ ngx_mdm_apns_send(ngx_mdm_apns_slot_t *slot, ngx_mdm_apns_item_t *item)
 
     slot->apns_id_len = 0;
     slot->body_len = 0;
+    slot->answered = 0;
 
     if (ngx_mdm_curl_start(easy) != NGX_OK) {
         return NGX_ERROR;
@@ -863,7 +877,23 @@ ngx_mdm_apns_header_cb(char *buf, size_t size, size_t n, void *data)
     u_char  *p, *last;
     size_t   len;
 
+    long  status;
+
     len = size * n;
+
+    if (len <= 2 && buf[0] != ' ' && buf[0] != '\t') {
+        /* the end of a header block; one of 1xx is not the answer */
+
+        status = 0;
+        (void) curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status);
+
+        if (status >= 200) {
+            slot->answered = 1;
+            ngx_add_timer(&slot->grace, NGX_MDM_APNS_GRACE);
+        }
+
+        return len;
+    }
 
     if (len > sizeof("apns-id:") - 1
         && ngx_strncasecmp((u_char *) buf, (u_char *) "apns-id:",
@@ -910,19 +940,65 @@ ngx_mdm_apns_body_cb(char *buf, size_t size, size_t n, void *data)
 static void
 ngx_mdm_apns_done(CURL *easy, CURLcode rc, void *data)
 {
-    ngx_mdm_apns_slot_t  *slot = data;
+    ngx_mdm_apns_complete(data, rc);
+}
 
+
+/*
+ * APNs answered, but the transfer goes on.  curl 7.88 fails, or waits for
+ * its timeout on, a stream that the server closed with its answer before
+ * the request body went out (a server may answer an error from the
+ * headers alone).  The answer is what counts: after a short grace for the
+ * rest of its body, the transfer is ended.
+ */
+
+static void
+ngx_mdm_apns_grace_handler(ngx_event_t *ev)
+{
+    ngx_mdm_apns_slot_t  *slot = ev->data;
+
+    if (slot->item == NULL) {
+        return;
+    }
+
+    ngx_mdm_curl_stop(slot->easy);
+    ngx_mdm_apns_complete(slot, CURLE_OK);
+}
+
+
+static void
+ngx_mdm_apns_complete(ngx_mdm_apns_slot_t *slot, CURLcode rc)
+{
     long                  status, connects;
+    CURL                 *easy;
     const char           *err;
     ngx_mdm_apns_item_t  *item;
 
+    easy = slot->easy;
     item = slot->item;
     slot->item = NULL;
+
+    if (slot->grace.timer_set) {
+        ngx_del_timer(&slot->grace);
+    }
+
+    if (rc != CURLE_OK && slot->answered) {
+        rc = CURLE_OK;
+    }
 
     ngx_queue_insert_tail(&ngx_mdm_apns.free, &slot->queue);
 
     connects = 0;
     (void) curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+    {
+        static curl_off_t tq, tp, ts, tt; static ngx_uint_t nn;
+        curl_off_t q = 0, pr = 0, st = 0, to = 0;
+        curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pr);
+        curl_easy_getinfo(easy, CURLINFO_STARTTRANSFER_TIME_T, &st);
+        curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &to);
+        tq += q; tp += pr; ts += st; tt += to; nn++;
+        if (nn % 5000 == 0) ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG avg us queue %O pretransfer %O start %O total %O", (off_t)(tq/nn), (off_t)(tp/nn), (off_t)(ts/nn), (off_t)(tt/nn));
+    }
 
     if (ngx_mdm_apns.shm) {
         (void) ngx_atomic_fetch_add(&ngx_mdm_apns.shm->in_flight, -1);
@@ -1203,6 +1279,9 @@ ngx_mdm_apns_finish(ngx_mdm_apns_batch_t *batch)
     args.data = batch;
     args.log = ngx_mdm_apns.log;
 
+    ngx_time_update();
+    batch->retry.timer.key = ngx_current_msec;
+    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG finish start waiting %ui", ngx_mdm_apns.nwaiting);
     if (ngx_mdm_pg_query(&args) == NULL) {
         ngx_mdm_apns_finished(batch, NULL, NGX_DECLINED);
     }
@@ -1222,6 +1301,9 @@ ngx_mdm_apns_finished(void *data, PGresult *res, ngx_int_t rc)
     ngx_mdm_apns_batch_t  *batch = data;
 
     ngx_int_t  delay;
+
+    ngx_time_update();
+    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG finish %M ms", ngx_current_msec - batch->retry.timer.key);
 
     if (rc == NGX_DECLINED
         && ++batch->tries < NGX_MDM_APNS_FINISH_TRIES

@@ -36,8 +36,8 @@ typedef struct {
 static ngx_int_t ngx_http_mdm_api_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_api_access(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx);
-static ngx_int_t ngx_http_mdm_api_route(ngx_http_request_t *r,
-    ngx_http_mdm_api_ctx_t *ctx, ngx_http_mdm_api_route_t **route);
+static ngx_http_mdm_api_route_t *ngx_http_mdm_api_route(
+    ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx, ngx_uint_t *methods);
 static ngx_uint_t ngx_http_mdm_api_match(ngx_http_mdm_api_ctx_t *ctx,
     ngx_str_t *pattern);
 static ngx_int_t ngx_http_mdm_api_not_allowed(ngx_http_request_t *r,
@@ -175,6 +175,7 @@ static ngx_int_t
 ngx_http_mdm_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t                  rc;
+    ngx_uint_t                 methods;
     ngx_http_mdm_api_ctx_t    *ctx;
     ngx_http_mdm_api_route_t  *route;
 
@@ -187,13 +188,29 @@ ngx_http_mdm_api_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_http_mdm_api_module);
 
     rc = ngx_http_mdm_api_access(r, ctx);
+
+    if (rc == NGX_DECLINED) {
+        (void) ngx_http_discard_request_body(r);
+        return ngx_mdm_api_error(r, NGX_HTTP_FORBIDDEN,
+                                 "forbidden: the request is not authorized "
+                                 "(mdm_api_auth is empty)");
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
 
-    rc = ngx_http_mdm_api_route(r, ctx, &route);
-    if (rc != NGX_OK) {
-        return rc;
+    route = ngx_http_mdm_api_route(r, ctx, &methods);
+
+    if (route == NULL) {
+        (void) ngx_http_discard_request_body(r);
+
+        if (methods) {
+            return ngx_http_mdm_api_not_allowed(r, methods);
+        }
+
+        return ngx_mdm_api_error(r, NGX_HTTP_NOT_FOUND,
+                                 "no such endpoint: %V", &r->uri);
     }
 
     if (ngx_mdm_core_conf() == NULL
@@ -227,7 +244,8 @@ ngx_http_mdm_api_handler(ngx_http_request_t *r)
 
 /*
  * The access check.  nginx's access phase has run: a request that reaches
- * us with an empty mdm_api_auth value was not authorized by it.
+ * us with an empty mdm_api_auth value was not authorized by it
+ * (NGX_DECLINED).
  */
 
 static ngx_int_t
@@ -245,10 +263,7 @@ ngx_http_mdm_api_access(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
     }
 
     if (value.len == 0 || (value.len == 1 && value.data[0] == '0')) {
-        (void) ngx_http_discard_request_body(r);
-        return ngx_mdm_api_error(r, NGX_HTTP_FORBIDDEN,
-                                 "forbidden: the request is not authorized "
-                                 "(mdm_api_auth is empty)");
+        return NGX_DECLINED;
     }
 
     ctx->actor = value;
@@ -257,16 +272,20 @@ ngx_http_mdm_api_access(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
 }
 
 
-/* split the path below the location into segments and find the route */
+/*
+ * Split the path below the location into segments and find the route.
+ * NULL: none; *methods then holds those the path allows, if any.
+ */
 
-static ngx_int_t
+static ngx_http_mdm_api_route_t *
 ngx_http_mdm_api_route(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx,
-    ngx_http_mdm_api_route_t **route)
+    ngx_uint_t *methods)
 {
     u_char                    *p, *end, *s;
-    ngx_uint_t                 methods;
     ngx_http_mdm_api_route_t  *rt;
     ngx_http_core_loc_conf_t  *clcf;
+
+    *methods = 0;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
@@ -289,7 +308,7 @@ ngx_http_mdm_api_route(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx,
 
     while (p < end) {
         if (ctx->nseg == NGX_MDM_API_MAX_SEGMENTS) {
-            goto not_found;
+            return NULL;
         }
 
         s = ngx_strlchr(p, end, '/');
@@ -304,32 +323,19 @@ ngx_http_mdm_api_route(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx,
         p = s + 1;
     }
 
-    methods = 0;
-
     for (rt = ngx_http_mdm_api_routes; rt->handler; rt++) {
         if (!ngx_http_mdm_api_match(ctx, &rt->pattern)) {
             continue;
         }
 
         if (rt->methods & r->method) {
-            *route = rt;
-            return NGX_OK;
+            return rt;
         }
 
-        methods |= rt->methods;
+        *methods |= rt->methods;
     }
 
-    if (methods) {
-        (void) ngx_http_discard_request_body(r);
-        return ngx_http_mdm_api_not_allowed(r, methods);
-    }
-
-not_found:
-
-    (void) ngx_http_discard_request_body(r);
-
-    return ngx_mdm_api_error(r, NGX_HTTP_NOT_FOUND, "no such endpoint: %V",
-                             &r->uri);
+    return NULL;
 }
 
 
@@ -417,6 +423,24 @@ ngx_http_mdm_api_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
 
     ngx_http_finalize_request(r, ctx->handler(r, ctx));
+}
+
+
+/* a NUL-terminated copy, for a query parameter */
+
+char *
+ngx_http_mdm_api_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, s->data, s->len) = '\0';
+
+    return (char *) p;
 }
 
 

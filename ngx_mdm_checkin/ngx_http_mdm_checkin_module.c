@@ -515,7 +515,8 @@ ngx_http_mdm_checkin_answer_bootstrap_token(ngx_http_request_t *r,
         return ngx_http_mdm_send(r, NGX_HTTP_OK, NULL, NULL, 0);
     }
 
-    body = ngx_pnalloc(r->pool, sizeof(head) - 1 + ngx_base64_encoded_length(len)
+    body = ngx_pnalloc(r->pool, sizeof(head) - 1
+                                + ngx_base64_encoded_length(len)
                                 + sizeof(tail) - 1);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -110,6 +110,7 @@ extern ngx_module_t  ngx_http_mdm_api_module;
 
 
 /* ngx_http_mdm_api_module.c */
+char *ngx_http_mdm_api_cstr(ngx_pool_t *pool, ngx_str_t *s);
 ngx_int_t ngx_http_mdm_api_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_http_mdm_api_arg_flag(ngx_http_request_t *r, const char *name,

@@ -281,11 +281,13 @@ static ngx_int_t
 ngx_mdm_api_send_error(ngx_http_request_t *r, ngx_uint_t status,
     u_char *msg, size_t len)
 {
+    ngx_uint_t         level;
     ngx_mdm_api_out_t  out;
 
-    ngx_log_error(status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-                  ? NGX_LOG_ERR : NGX_LOG_INFO,
-                  r->connection->log, 0, "mdm api: %ui %*s",
+    level = (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) ? NGX_LOG_ERR
+                                                       : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0, "mdm api: %ui %*s",
                   status, len, msg);
 
     if (r->header_sent) {

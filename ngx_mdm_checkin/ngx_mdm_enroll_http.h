@@ -142,6 +142,7 @@ extern ngx_module_t  ngx_http_mdm_enroll_module;
 
 
 /* ngx_http_mdm_enroll_module.c */
+ngx_int_t ngx_http_mdm_enroll_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mdm_enroll_error(ngx_http_request_t *r,
     ngx_http_mdm_enroll_error_e err);
 ngx_int_t ngx_http_mdm_enroll_verify_error(ngx_http_request_t *r,
@@ -154,6 +155,39 @@ ngx_int_t ngx_http_mdm_enroll_send_profile(ngx_http_request_t *r,
     plist_t profile, ngx_str_t *filename);
 ngx_int_t ngx_http_mdm_enroll_user(ngx_http_request_t *r,
     ngx_http_mdm_enroll_ctx_t *ctx);
+
+/* ngx_mdm_enroll_conf.c: configuration (the module's tables point here) */
+void *ngx_http_mdm_enroll_create_main_conf(ngx_conf_t *cf);
+char *ngx_http_mdm_enroll_init_main_conf(ngx_conf_t *cf, void *conf);
+void *ngx_http_mdm_enroll_create_loc_conf(ngx_conf_t *cf);
+char *ngx_http_mdm_enroll_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+char *ngx_http_mdm_enroll(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_text(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_subject(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_topic(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_push_certificate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_mdm_enroll_capabilities(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_mdm_enroll_signing_certificate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_mdm_enroll_signing_key(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_mdm_enroll_ca(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_min_os(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_mdm_enroll_check_access_rights(ngx_conf_t *cf,
+    void *post, void *data);
+char *ngx_http_mdm_enroll_check_key_size(ngx_conf_t *cf, void *post,
+    void *data);
 
 /* ngx_mdm_enroll_ota.c */
 ngx_int_t ngx_http_mdm_enroll_ota_profile(ngx_http_request_t *r,

@@ -51,15 +51,16 @@ static const ngx_mdm_enroll_key_t  ngx_mdm_enroll_keys[] = {
 };
 
 
-/* PRODUCT prefixes, longest first where one is a prefix of another */
+/*
+ * PRODUCT is a family name, optional letters, then numbers: "iPhone15,2",
+ * "MacBookPro18,1", "Macmini9,1", "VirtualMac2,1", "iPad13,4".
+ */
 
 static const ngx_mdm_enroll_product_t  ngx_mdm_enroll_products[] = {
     { "iPhone", "ios" },
     { "iPod", "ios" },
     { "iPad", "ipados" },
     { "VirtualMac", "macos" },
-    { "MacBook", "macos" },
-    { "Macmini", "macos" },
     { "iMac", "macos" },
     { "Mac", "macos" },
     { "AppleTV", "tvos" },
@@ -234,9 +235,17 @@ ngx_mdm_enroll_platform(const u_char *product, size_t len)
     for (p = ngx_mdm_enroll_products; p->prefix; p++) {
         n = strlen(p->prefix);
 
-        if (len > n && memcmp(product, p->prefix, n) == 0
-            && product[n] >= '0' && product[n] <= '9')
+        if (len <= n || memcmp(product, p->prefix, n) != 0) {
+            continue;
+        }
+
+        while (n < len && ((product[n] >= 'A' && product[n] <= 'Z')
+                           || (product[n] >= 'a' && product[n] <= 'z')))
         {
+            n++;
+        }
+
+        if (n < len && product[n] >= '0' && product[n] <= '9') {
             return p->platform;
         }
     }

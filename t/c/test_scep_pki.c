@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_scep/ngx_mdm_scep_pki.c */
+/* sources: ngx_mdm_scep/ngx_mdm_scep_pki.c ngx_mdm_scep/ngx_mdm_scep_ca.c ngx_mdm_scep/ngx_mdm_scep_client.c */
 
 /*
  * SCEP message library: round trips as a device would run them, the
