@@ -96,7 +96,7 @@ $(NGX_STAMP): config $(wildcard ngx_mdm_*/*.part ngx_mdm_core/sql/*.sql) | deps
 
 $(MODULE): $(NGX_STAMP) $(MDM_SRCS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_mdm_module.so $(MODULE)
+	cp $(NGX_BUILD)/objs/ngx_mdm_module.so $(MODULE).tmp && mv -f $(MODULE).tmp $(MODULE)
 
 module: $(MODULE)
 build: deps module unit

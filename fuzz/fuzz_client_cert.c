@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_x509.c */
+/* sources: ngx_mdm_core/ngx_mdm_x509.c ngx_mdm_core/ngx_mdm_cms.c */
 
 /*
  * Fuzz: bytes as a client certificate in every form nginx or a load

@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_x509.c */
+/* sources: ngx_mdm_core/ngx_mdm_x509.c ngx_mdm_core/ngx_mdm_cms.c */
 
 /*
  * Fuzz: bytes as an Mdm-Signature (DER and base64) over a fixed body, and

@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_checkin/ngx_mdm_enroll_info.c */
+/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_core/ngx_mdm_plist_xml.c ngx_mdm_core/ngx_mdm_plist_bin.c ngx_mdm_core/ngx_mdm_plist_json.c ngx_mdm_checkin/ngx_mdm_enroll_info.c */
 
 /*
  * Signed device attributes (ADE MachineInfo, OTA phase 2 and 3 content)

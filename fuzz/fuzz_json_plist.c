@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_plist.c */
+/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_core/ngx_mdm_plist_xml.c ngx_mdm_core/ngx_mdm_plist_bin.c ngx_mdm_core/ngx_mdm_plist_json.c */
 
 /*
  * Bytes as JSON -> plist -> XML -> plist -> JSON -> plist, and as a

@@ -463,9 +463,7 @@ ngx_mdm_apns_claim(void)
 
     ngx_mdm_apns.want = 0;
     ngx_mdm_apns.claiming = 1;
-    { extern ngx_msec_t tdbg_claim; ngx_time_update(); tdbg_claim = ngx_current_msec; }
 }
-ngx_msec_t tdbg_claim;
 
 
 static void
@@ -480,8 +478,6 @@ ngx_mdm_apns_claimed(void *data, PGresult *res, ngx_int_t rc)
     ngx_mdm_apns_batch_t  *batch;
 
     ngx_mdm_apns.claiming = 0;
-    ngx_time_update();
-    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG claim %M ms rows %d waiting %ui batches %ui fin %ui inflight %ui", ngx_current_msec - tdbg_claim, res ? PQntuples(res) : -1, ngx_mdm_apns.nwaiting, ngx_mdm_apns.nbatches, ngx_mdm_apns.nfinishing, ngx_mdm_curl_running());
 
     if (rc != NGX_OK) {
         if (rc == NGX_ERROR) {
@@ -990,15 +986,6 @@ ngx_mdm_apns_complete(ngx_mdm_apns_slot_t *slot, CURLcode rc)
 
     connects = 0;
     (void) curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-    {
-        static curl_off_t tq, tp, ts, tt; static ngx_uint_t nn;
-        curl_off_t q = 0, pr = 0, st = 0, to = 0;
-        curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pr);
-        curl_easy_getinfo(easy, CURLINFO_STARTTRANSFER_TIME_T, &st);
-        curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &to);
-        tq += q; tp += pr; ts += st; tt += to; nn++;
-        if (nn % 5000 == 0) ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG avg us queue %O pretransfer %O start %O total %O", (off_t)(tq/nn), (off_t)(tp/nn), (off_t)(ts/nn), (off_t)(tt/nn));
-    }
 
     if (ngx_mdm_apns.shm) {
         (void) ngx_atomic_fetch_add(&ngx_mdm_apns.shm->in_flight, -1);
@@ -1279,9 +1266,6 @@ ngx_mdm_apns_finish(ngx_mdm_apns_batch_t *batch)
     args.data = batch;
     args.log = ngx_mdm_apns.log;
 
-    ngx_time_update();
-    batch->retry.timer.key = ngx_current_msec;
-    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG finish start waiting %ui", ngx_mdm_apns.nwaiting);
     if (ngx_mdm_pg_query(&args) == NULL) {
         ngx_mdm_apns_finished(batch, NULL, NGX_DECLINED);
     }
@@ -1302,8 +1286,6 @@ ngx_mdm_apns_finished(void *data, PGresult *res, ngx_int_t rc)
 
     ngx_int_t  delay;
 
-    ngx_time_update();
-    ngx_log_error(NGX_LOG_NOTICE, ngx_mdm_apns.log, 0, "TDBG finish %M ms", ngx_current_msec - batch->retry.timer.key);
 
     if (rc == NGX_DECLINED
         && ++batch->tries < NGX_MDM_APNS_FINISH_TRIES

@@ -58,23 +58,27 @@
 
 
 /*
- * A command and one page of its deliveries, ordered by enrollment ID.
- * Binary results (the result column is bytea).  No row: unknown command.
+ * A command, its counts by status (computed once: a LATERAL on the one
+ * command row) and one page of its deliveries by enrollment ID, read from
+ * mdm_queue_command (command_uuid, enrollment_id).  Binary results (the
+ * result column is bytea).  No row: unknown command.
  *   $1 command_uuid, $2 after (enrollment ID or NULL), $3 limit,
  *   $4 only this enrollment (or NULL)
  */
 #define NGX_MDM_API_SQL_COMMAND                                              \
     "SELECT c.request_type, mdm_api_time(c.created_at),"                     \
-    " mdm_api_time(c.expires_at), c.priority::text,"                         \
-    " (SELECT coalesce(json_object_agg(s.status, s.n), '{}')::text FROM"     \
-    "  (SELECT " NGX_MDM_API_STATUS("x", "c") " AS status, count(*) AS n"    \
-    "   FROM mdm_queue x WHERE x.command_uuid = c.command_uuid"              \
-    "   GROUP BY 1) AS s),"                                                  \
+    " mdm_api_time(c.expires_at), c.priority::text, s.counts,"               \
     " q.enrollment_id, " NGX_MDM_API_STATUS("q", "c") ","                    \
     " mdm_api_time(q.queued_at), mdm_api_time(q.sent_at),"                   \
     " q.sent_count::text, q.not_now_tally::text,"                            \
     " mdm_api_time(q.updated_at), q.result"                                  \
-    " FROM mdm_commands c LEFT JOIN LATERAL"                                 \
+    " FROM mdm_commands c CROSS JOIN LATERAL"                                \
+    " (SELECT coalesce(json_object_agg(t.status, t.n), '{}')::text"          \
+    "  AS counts FROM"                                                       \
+    "  (SELECT " NGX_MDM_API_STATUS("x", "c") " AS status, count(*) AS n"    \
+    "   FROM mdm_queue x WHERE x.command_uuid = c.command_uuid"              \
+    "   GROUP BY 1) AS t) AS s"                                              \
+    " LEFT JOIN LATERAL"                                                     \
     " (SELECT * FROM mdm_queue q WHERE q.command_uuid = c.command_uuid"      \
     "  AND ($2::text IS NULL OR q.enrollment_id > $2::text)"                 \
     "  AND ($4::text IS NULL OR q.enrollment_id = $4::text)"                 \

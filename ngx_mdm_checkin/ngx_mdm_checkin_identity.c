@@ -245,12 +245,22 @@ static ngx_int_t
 ngx_http_mdm_checkin_refused(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx, const char *reason, const char *detail)
 {
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "mdm check-in refused: %s (%s), from %s%s%s",
-                  reason, detail ? detail : "",
-                  ngx_http_mdm_checkin_sources[ctx->identity.source],
-                  ctx->identity.sha256_hex[0] ? ", certificate " : "",
-                  ctx->identity.sha256_hex);
+    ngx_http_mdm_checkin_identity_t  *id;
+
+    id = &ctx->identity;
+
+    if (id->cert == NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mdm check-in refused: %s (%s)",
+                      reason, detail ? detail : "");
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mdm check-in refused: %s (%s), %s, certificate %s",
+                      reason, detail ? detail : "",
+                      ngx_http_mdm_checkin_sources[id->source],
+                      id->sha256_hex[0] ? (char *) id->sha256_hex : "?");
+    }
 
     ctx->reason = reason;
 

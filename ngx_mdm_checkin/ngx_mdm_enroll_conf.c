@@ -777,13 +777,12 @@ ngx_http_mdm_enroll_signing_key(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_mdm_enroll_loc_conf_t *elcf = conf;
 
-    u_char              *p, *last;
+    u_char              *p, *last, pw[NGX_HTTP_MDM_ENROLL_PASSWORD_MAX];
+    ssize_t              n;
     EVP_PKEY            *key;
     ngx_str_t           *value, path, pw_path;
     ngx_file_t           file;
     ngx_pool_cleanup_t  *cln;
-    u_char               pw[NGX_HTTP_MDM_ENROLL_PASSWORD_MAX];
-    ssize_t              n;
 
     if (elcf->sign_key != NGX_CONF_UNSET_PTR) {
         return "is duplicate";

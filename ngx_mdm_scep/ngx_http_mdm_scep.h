@@ -54,6 +54,7 @@ typedef struct {
     u_char                            challenge_digest[
                                           NGX_HTTP_MDM_SCEP_DIGEST_LEN];
     ngx_flag_t                        one_time;
+    ngx_flag_t                        des;
     time_t                            validity;
     time_t                            renewal_grace;
     size_t                            max_body;

@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 #include "ngx_mdm_core.h"
 #include "ngx_mdm_x509.h"
 #include "ngx_mdm_scep_pki.h"
@@ -56,6 +57,7 @@ static void ngx_http_mdm_scep_free_chain(void *data);
 static void ngx_http_mdm_scep_free_key(void *data);
 static void ngx_http_mdm_scep_free_ca(void *data);
 static ngx_int_t ngx_http_mdm_scep_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_mdm_scep_legacy(ngx_conf_t *cf);
 static ngx_http_mdm_scep_ca_t *ngx_http_mdm_scep_ca(ngx_conf_t *cf,
     ngx_http_mdm_scep_main_conf_t *smcf, ngx_http_mdm_scep_loc_conf_t *lcf);
 static ngx_int_t ngx_http_mdm_scep_init_module(ngx_cycle_t *cycle);
@@ -151,6 +153,13 @@ static ngx_command_t  ngx_http_mdm_scep_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_mdm_scep_loc_conf_t, one_time),
+      NULL },
+
+    { ngx_string("mdm_scep_des"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mdm_scep_loc_conf_t, des),
       NULL },
 
     { ngx_string("mdm_scep_validity"),
@@ -306,6 +315,7 @@ ngx_http_mdm_scep_create_loc_conf(ngx_conf_t *cf)
     lcf->ra_cert = NGX_CONF_UNSET_PTR;
     lcf->ra_key = NGX_CONF_UNSET_PTR;
     lcf->one_time = NGX_CONF_UNSET;
+    lcf->des = NGX_CONF_UNSET;
     lcf->validity = NGX_CONF_UNSET;
     lcf->renewal_grace = NGX_CONF_UNSET;
     lcf->max_body = NGX_CONF_UNSET_SIZE;
@@ -336,6 +346,7 @@ ngx_http_mdm_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_value(conf->one_time, prev->one_time, 1);
+    ngx_conf_merge_value(conf->des, prev->des, 0);
     ngx_conf_merge_sec_value(conf->validity, prev->validity, 365 * 86400);
     ngx_conf_merge_sec_value(conf->renewal_grace, prev->renewal_grace, 0);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 64 * 1024);
@@ -438,6 +449,12 @@ ngx_http_mdm_scep_chain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+
+    /* "off": none here, whatever a level above says */
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->ca_chain = NULL;
+        return NGX_CONF_OK;
+    }
 
     if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -651,7 +668,47 @@ ngx_http_mdm_scep_postconfiguration(ngx_conf_t *cf)
         if (loc[i]->ca == NULL) {
             return NGX_ERROR;
         }
+
+        if (loc[i]->validity <= 0 || loc[i]->crl_validity <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "mdm_scep_validity and mdm_scep_crl_validity "
+                               "must be positive");
+            return NGX_ERROR;
+        }
+
+        if (loc[i]->des && ngx_http_mdm_scep_legacy(cf) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * mdm_scep_des: OpenSSL 3 keeps single DES in its legacy provider.  Once
+ * one provider is loaded by hand the default one is not loaded by itself
+ * any more, so both are; they stay loaded for the life of the process.
+ */
+
+static ngx_int_t
+ngx_http_mdm_scep_legacy(ngx_conf_t *cf)
+{
+    static ngx_uint_t  loaded;
+
+    if (loaded) {
+        return NGX_OK;
+    }
+
+    if (OSSL_PROVIDER_load(NULL, "default") == NULL
+        || OSSL_PROVIDER_load(NULL, "legacy") == NULL)
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "mdm_scep_des: cannot load OpenSSL's legacy provider");
+        return NGX_ERROR;
+    }
+
+    loaded = 1;
 
     return NGX_OK;
 }

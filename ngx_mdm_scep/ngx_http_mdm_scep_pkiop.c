@@ -193,6 +193,16 @@ ngx_http_mdm_scep_pkiop(ngx_http_request_t *r, u_char *der, size_t len)
 
     rc = ngx_mdm_scep_parse(&ctx->lcf->ca->pki, der, len, &ctx->msg);
 
+    /* single DES only where allowed: the provider is process-wide */
+
+    if ((rc == NGX_MDM_SCEP_OK || rc == NGX_MDM_SCEP_REFUSED)
+        && ctx->msg.cipher_nid == NID_des_cbc && !ctx->lcf->des)
+    {
+        return ngx_http_mdm_scep_fail(r, ctx, NGX_MDM_SCEP_BAD_ALG,
+                                      "DES envelope, mdm_scep_des is off",
+                                      "DES is not accepted, use AES");
+    }
+
     switch (rc) {
 
     case NGX_MDM_SCEP_OK:

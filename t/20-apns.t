@@ -252,6 +252,24 @@ $t->wait_for(sub { $t->psql('SELECT count(*) FROM mdm_push_requests') == 0 },
 is($apns->count($bad->{token}), 1, 'no further push to an invalid token');
 is($apns->count($gone->{token}), 1, 'nor to an unregistered one');
 
+# an answer that comes before the request body went out (APNs may answer
+# an error from the headers alone) counts at once: no retry, no waiting
+# for the transfer's timeout
+
+my $early = enroll('45');
+$start = time;
+request_push($early->{id});
+$t->wait_for(sub {
+    $t->psql("SELECT last_push_error FROM mdm_enrollments "
+             . "WHERE id = '$early->{id}'") eq 'Unregistered'
+}, what => 'the early answer to be recorded');
+my $took = time - $start;
+cmp_ok($took, '<', 3, "an early answer is taken (${took}s, timeout 10s)");
+like($t->read_file('apns-access.log'), qr{ /3/device/$early->{token} 410$}m,
+     'nginx answered it itself');
+is($t->psql("SELECT count(*) FROM mdm_push_requests "
+            . "WHERE enrollment_id = '$early->{id}'"), 0, 'and not retried');
+
 ###########################################################################
 # 429 and 500: retried with back-off until it works
 

@@ -4,7 +4,9 @@
 # against the SCEP location -> Authenticate and TokenUpdate over mTLS with
 # the issued certificate -> the enrollment is enabled and leads back, via
 # its certificate binding and the challenge, to the MachineInfo.  The
-# challenge works once.
+# challenge works once.  Then over the air with what SCEP really issues:
+# phase 2 (the real capture) -> scepclient with the throw-away challenge ->
+# phase 3 signed with that identity -> scepclient -> Authenticate.
 #
 # It needs the SCEP module (location /mdm/apple/scep, mdm_scep) and the
 # check-in module (location /mdm/apple/mdm, mdm_checkin) in the build, and
@@ -27,12 +29,13 @@ my $e = MDM::Enroll->new($t);
 my $srv = $t->tls_server_cert;
 my $scep_ca = $e->{scep_ca};
 
-# The SCEP module's directives, by the documented location; adjust here
-# if the module names them otherwise.
+# the SCEP CA: one-time challenges (mdm_scep_one_time_challenges, on by
+# default) and no static one; Debian's scepclient envelopes with DES
 my $scep_conf = <<"EOF";
             mdm_scep;
-            mdm_scep_certificate $scep_ca->{cert};
-            mdm_scep_certificate_key $scep_ca->{key};
+            mdm_scep_ca_certificate $scep_ca->{cert};
+            mdm_scep_ca_key $scep_ca->{key};
+            mdm_scep_des on;
 EOF
 
 $t->write_conf(<<'EOF' . $e->http_conf . <<"EOF2");
@@ -46,6 +49,11 @@ EOF
 
         location = /api/mdm/apple/enroll {
             mdm_enroll ade;
+            mdm_enroll_scep_url http://127.0.0.1:%%PORT_0%%/mdm/apple/scep;
+        }
+
+        location = /api/latest/fleet/ota_enrollment {
+            mdm_enroll ota;
             mdm_enroll_scep_url http://127.0.0.1:%%PORT_0%%/mdm/apple/scep;
         }
 
@@ -104,15 +112,18 @@ my $challenge = $scep->{PayloadContent}{Challenge};
 
 # 2. SCEP with the profile's challenge
 
-my $key = $t->path('device.key');
-my $cert = $t->path('device.pem');
+# scepclient keeps csr.pem and self.pem beside the key: a directory each
+mkdir $t->path($_) for qw(device other ota-scep ota-mdm);
+my $key = $t->path('device/key.pem');
+my $cert = $t->path('device/client.pem');
 
 sub scepclient {
-    my ($challenge, $out) = @_;
+    my ($challenge, $out, $keyfile) = @_;
     return $t->run_command([ 'scepclient',
                              '-server-url', $scep->{PayloadContent}{URL},
                              '-challenge', $challenge,
-                             '-private-key', $key, '-certificate', $out,
+                             '-private-key', $keyfile // $key,
+                             '-certificate', $out,
                              '-cn', $udid, '-organization', 'nginx-mdm tests' ],
                            timeout => 30);
 }
@@ -132,14 +143,27 @@ is($t->psql("SELECT c.purpose || ',' || c.udid || ',' || (c.used_at IS NOT NULL)
             . "', 'hex')"),
    "ade,$udid,true", 'the certificate records the challenge, now used');
 
-# the challenge works once
+# the challenge works once: another key (another transaction; the same
+# request sent again would get the same certificate back)
 
-$sc = scepclient($challenge, $t->path('again.pem'));
-isnt($sc->{status}, 0, 'the same challenge again: refused');
+$sc = scepclient($challenge, $t->path('other/client.pem'),
+                 $t->path('other/key.pem'));
+isnt($sc->{status}, 0, 'the same challenge with another key: refused');
+ok(!-s $t->path('other/client.pem'), 'no certificate');
 
 # 3. check-in with the issued certificate
 
 my %checkin = ('Content-Type' => 'application/x-apple-aspen-mdm-checkin');
+
+$r = $t->http(PUT => '/mdm/apple/mdm', port => 1, host => 'localhost',
+              cert => $cert, key => $key, headers => \%checkin,
+              body => plist_xml({ MessageType => 'Authenticate',
+                                  Topic => $mdm->{Topic},
+                                  UDID => '00008030-0000000000000000',
+                                  SerialNumber => 'OTHERSERIAL' }));
+isnt($r->{status}, 200, 'Authenticate as another device with this'
+     . " certificate: refused ($r->{status})");
+isnt($r->{status}, 401, '... never with 401');
 
 $r = $t->http(PUT => '/mdm/apple/mdm', port => 1, host => 'localhost',
               cert => $cert, key => $key, headers => \%checkin,
@@ -171,5 +195,69 @@ is($t->psql("SELECT c.purpose || ',' || (c.machine_info->>'SERIAL')"
             . " WHERE b.enrollment_id = '$udid'"),
    "ade,$serial",
    'enrollment -> binding -> certificate -> challenge -> MachineInfo');
+
+###########################################################################
+# over the air, with what SCEP really issues: phase 2 (the real capture,
+# its CHALLENGE inserted as a token) -> scepclient with the throw-away
+# challenge -> phase 3 signed with that certificate -> scepclient with the
+# enrollment challenge -> Authenticate
+
+my %aspen = ('Content-Type' => 'application/pkcs7-signature');
+my $ota = '/api/latest/fleet/ota_enrollment';
+
+$t->psql("INSERT INTO mdm_enroll_tokens (digest, sso_user, expires_at)"
+         . " VALUES (decode('" . sha256_hex($content->{CHALLENGE}) . "',"
+         . " 'hex'), 'dave', now() + interval '1 hour')");
+
+$r = $t->http(POST => $ota, headers => \%aspen, body => $e->capture);
+is($r->{status}, 200, 'OTA phase 2: 200');
+(undef, $xml) = $e->verify_profile($r->{body});
+$p = parse_plist($xml);
+$scep = $p->{PayloadContent}[0];
+is($scep->{PayloadType}, 'com.apple.security.scep', 'the SCEP payload alone');
+
+$sc = scepclient($scep->{PayloadContent}{Challenge},
+                 $t->path('ota-scep/client.pem'),
+                 $t->path('ota-scep/key.pem'));
+is($sc->{status}, 0, 'scepclient gets the throw-away identity')
+    or diag "$sc->{stdout}$sc->{stderr}";
+
+my $plain = $t->run_command([ 'openssl', 'cms', '-verify', '-noverify',
+                              '-inform', 'DER', '-in',
+                              $t->write_file('tmp/capture.der',
+                                             $e->capture) ]);
+my $phase3 = $e->sign($plain->{stdout}, $t->path('ota-scep/client.pem'),
+                      $t->path('ota-scep/key.pem'));
+
+$r = $t->http(POST => $ota, headers => \%aspen, body => $phase3);
+is($r->{status}, 200, 'OTA phase 3 signed with the issued identity: 200');
+(undef, $xml) = $e->verify_profile($r->{body});
+$p = parse_plist($xml);
+($scep) = grep { $_->{PayloadType} eq 'com.apple.security.scep' }
+          @{ $p->{PayloadContent} };
+ok($scep && grep({ $_->{PayloadType} eq 'com.apple.mdm' }
+                 @{ $p->{PayloadContent} }), 'the enrollment profile');
+
+$sc = scepclient($scep->{PayloadContent}{Challenge},
+                 $t->path('ota-mdm/client.pem'), $t->path('ota-mdm/key.pem'));
+is($sc->{status}, 0, 'scepclient gets the MDM identity')
+    or diag "$sc->{stdout}$sc->{stderr}";
+
+$r = $t->http(PUT => '/mdm/apple/mdm', port => 1, host => 'localhost',
+              cert => $t->path('ota-mdm/client.pem'),
+              key => $t->path('ota-mdm/key.pem'), headers => \%checkin,
+              body => plist_xml({ MessageType => 'Authenticate',
+                                  Topic => $mdm->{Topic}, UDID => $udid,
+                                  SerialNumber => $serial }));
+is($r->{status}, 200, 'Authenticate with the OTA identity: 200');
+
+is($t->psql("SELECT string_agg(c.purpose || ':' || coalesce(c.sso_user, '-'),"
+            . " ',' ORDER BY k.serial)"
+            . " FROM mdm_cert_bindings b"
+            . " JOIN mdm_certificates k ON k.sha256 = b.sha256"
+            . " JOIN mdm_challenges c ON c.id = k.challenge_id"
+            . " WHERE b.enrollment_id = '$udid'"),
+   'ade:-,ota:dave',
+   'both identities bound to the enrollment; the OTA one leads to dave');
 
 done_testing;

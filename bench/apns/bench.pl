@@ -27,6 +27,38 @@ my $concurrency = $ENV{MDM_BENCH_CONCURRENCY} // 100;
 my $batch = $ENV{MDM_BENCH_BATCH} // 1000;
 my $workers = $ENV{MDM_BENCH_WORKERS} // 1;
 
+# the fake's answer: "read" reads the body first, as APNs does; "return"
+# answers from the headers alone (nginx then resets the stream, which
+# exercises the module's early-answer handling: see README.md)
+my $fake = $ENV{MDM_BENCH_FAKE} // 'read';
+my $answer = $fake eq 'return' ? <<'RETURN' : <<'READ';
+        location /3/device/ {
+            add_header apns-id $request_id;
+            return 200;
+        }
+RETURN
+        # APNs reads the body before it answers, and so does this fake:
+        # the mirror reads it (precontent phase), the static module finds
+        # no file, and the 404 becomes the 200.  A plain "return 200" would
+        # answer before the body and reset the stream.
+        location /3/device/ {
+            mirror /read-body;
+            mirror_request_body on;
+            log_not_found off;
+            error_page 404 =200 @ok;
+        }
+
+        location @ok {
+            add_header apns-id $request_id;
+            return 200;
+        }
+
+        location = /read-body {
+            internal;
+            return 204;
+        }
+READ
+
 die "module not built: run make module\n" unless MDM::Test->has_module;
 
 my $t = MDM::Test->new(name => 'bench-apns');
@@ -65,27 +97,7 @@ $t->write_conf(<<"CONF", %conf_opts);
         keepalive_requests 100000000;
         http2_max_concurrent_streams 1000;
 
-        # APNs reads the body before it answers, and so does this fake:
-        # the mirror reads it (precontent phase), the static module finds
-        # no file, and the 404 becomes the 200.  A plain "return 200" would
-        # answer before the body and reset the stream.
-        location /3/device/ {
-            mirror /read-body;
-            mirror_request_body on;
-            log_not_found off;
-            error_page 404 =200 \@ok;
-        }
-
-        location \@ok {
-            add_header apns-id \$request_id;
-            return 200;
-        }
-
-        location = /read-body {
-            internal;
-            return 204;
-        }
-    }
+$answer    }
 
     server {
         listen 127.0.0.1:%%PORT_0%%;
@@ -151,9 +163,9 @@ printf "helper connections:       %d opened; failed %d, retried %d\n",
 printf "CPU seconds:              %s\n", join ', ',
        map { sprintf '%s %.2f', $_, ($cpu1{$_} // 0) - ($cpu0{$_} // 0) }
        sort keys %cpu1;
-printf "settings:                 concurrency %d, batch %d, "
-       . "nginx workers %d, %d cores\n",
-       $concurrency, $batch, $workers, cores();
+printf "settings:                 concurrency %d, batch %d, fake %s, "
+       . "nginx workers %d, %d cores, load %s\n",
+       $concurrency, $batch, $fake, $workers, cores(), loadavg();
 
 sub status {
     my $sock = IO::Socket::IP->new(PeerHost => '127.0.0.1',
@@ -196,6 +208,11 @@ sub cpu_by_role {
 
 sub rss { proc_kb($_[0], 'VmRSS') }
 sub hwm { proc_kb($_[0], 'VmHWM') }
+
+sub loadavg {
+    open my $fh, '<', '/proc/loadavg' or return '?';
+    return (split ' ', <$fh>)[0];
+}
 
 sub cores {
     open my $fh, '<', '/proc/cpuinfo' or return 0;

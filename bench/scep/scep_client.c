@@ -9,7 +9,7 @@
  *       -to CERT [-key FILE] [-keytype rsa:2048|ec:P-256|ec:P-384]
  *       [-signer CERT] [-cn CN] [-challenge X] [-san "DNS:a,URI:b"]
  *       [-tid ID] [-serial N] [-issuer CERT] [-subject CN]
- *       [-digest sha256] [-cipher aes128|des3] [-inner raw:FILE]
+ *       [-digest sha256] [-cipher aes128|des3|des] [-inner raw:FILE]
  *       [-inner-type signed] [-signer-out FILE] -out FILE
  *   scep_client reply -in FILE -ca CERT -signer CERT -key FILE
  *       [-out CERT.pem] [-crl-out CRL.der]
@@ -45,6 +45,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -309,6 +310,17 @@ cipher_nid(const char *name)
 {
     if (strcmp(name, "des3") == 0) {
         return NID_des_ede3_cbc;
+    }
+
+    if (strcmp(name, "des") == 0) {
+        /* single DES lives in OpenSSL 3's legacy provider */
+        if (OSSL_PROVIDER_load(NULL, "default") == NULL
+            || OSSL_PROVIDER_load(NULL, "legacy") == NULL)
+        {
+            die("no legacy provider for DES%s", "");
+        }
+
+        return NID_des_cbc;
     }
 
     if (strcmp(name, "aes256") == 0) {

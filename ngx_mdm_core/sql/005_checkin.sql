@@ -366,7 +366,8 @@ $$;
 --   Acknowledged, Error, CommandFormatError
 --                 store the status and the device's whole plist
 -- then return the next command: pending (Queued or NotNow), not held, by
--- priority then age; a command sent but never answered is still Queued and
+-- priority, then age, then command_uuid (the admin API's order); a command
+-- sent but never answered is still Queued and
 -- is sent again.  Expired commands met on the way become Expired and their
 -- UUIDs come back in o_expired, one a line.  o_command is the command's
 -- bytes as enqueued.
@@ -443,7 +444,7 @@ BEGIN
         WHERE q.enrollment_id = p_id
           AND q.status IN ('Queued', 'NotNow')
           AND NOT q.held
-        ORDER BY q.priority DESC, q.queued_at
+        ORDER BY q.priority DESC, q.queued_at, q.command_uuid
         LIMIT 1;
 
         EXIT WHEN NOT FOUND;

@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_core/ngx_mdm_x509.c ngx_mdm_checkin/ngx_mdm_enroll_info.c ngx_mdm_checkin/ngx_mdm_enroll_profile.c */
+/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_core/ngx_mdm_plist_xml.c ngx_mdm_core/ngx_mdm_plist_bin.c ngx_mdm_core/ngx_mdm_plist_json.c ngx_mdm_core/ngx_mdm_x509.c ngx_mdm_core/ngx_mdm_cms.c ngx_mdm_checkin/ngx_mdm_enroll_info.c ngx_mdm_checkin/ngx_mdm_enroll_profile.c */
 
 /*
  * ngx_mdm_enroll: the device attributes of the real OTA phase-2 capture

@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_plist.c */
+/* sources: ngx_mdm_core/ngx_mdm_plist.c ngx_mdm_core/ngx_mdm_plist_xml.c ngx_mdm_core/ngx_mdm_plist_bin.c ngx_mdm_core/ngx_mdm_plist_json.c */
 
 /*
  * ngx_mdm_plist: the XML and binary readers against every check-in and

@@ -1,4 +1,4 @@
-/* sources: ngx_mdm_core/ngx_mdm_x509.c */
+/* sources: ngx_mdm_core/ngx_mdm_x509.c ngx_mdm_core/ngx_mdm_cms.c */
 
 /*
  * Unit tests of the X.509/CMS helpers: real Apple captures from the shared

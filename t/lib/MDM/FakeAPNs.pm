@@ -13,6 +13,8 @@ package MDM::FakeAPNs;
 #   43      403 BadCertificate
 #   44      400 MissingTopic (a bug of ours: not retried)
 #   50      500 InternalServerError twice, then 200
+#   45      410 Unregistered from nginx itself, before the body is read
+#           (nginx then resets the stream: an answer from the headers)
 #
 #   my $apns = MDM::FakeAPNs->new($t);          # before write_conf
 #   my $push = $apns->push_cert;                # { cert, key, topic }
@@ -85,6 +87,11 @@ sub server_block {
         keepalive_requests 1000000;
         http2_max_concurrent_streams $streams;
         access_log $self->{access} fake_apns;
+
+        location ~ ^/3/device/45[0-9a-f]+\$ {
+            add_header apns-id 45454545-0000-4000-8000-000000000045;
+            return 410 '{"reason":"Unregistered"}';
+        }
 
         location ~ ^/3/device/[0-9a-f]+\$ {
             if (\$request_method != POST) {

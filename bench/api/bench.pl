@@ -1,0 +1,145 @@
+#!/usr/bin/perl
+# Admin API enqueue speed: one command to N enrollments in one call,
+# measured end to end (the API call, from the first byte sent to the last
+# byte of the answer, which comes only after the statement committed), and
+# checked: every queue row is in PostgreSQL when the answer arrives.
+#
+#   perl bench/api/bench.pl [N ...]        (default 10000 100000)
+#   MDM_BENCH_RUNS=5 perl bench/api/bench.pl 100000
+#
+# Self-contained: PostgreSQL (durable settings: fsync, synchronous_commit
+# and full_page_writes on), Redis and nginx (one worker, auth_basic in
+# front of the API as `make run` has it) are started by the test harness
+# (t/lib/MDM/Test.pm) in a temporary directory and removed after.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/../../t/lib";
+
+use JSON::PP ();
+use MIME::Base64 qw(encode_base64);
+use Time::HiRes qw(time);
+use MDM::Test;
+
+my @sizes = @ARGV ? @ARGV : (10_000, 100_000);
+my $runs = $ENV{MDM_BENCH_RUNS} // 3;
+my ($max) = sort { $b <=> $a } @sizes;
+
+my $t = MDM::Test->new(name => 'bench-api');
+die "build the module first (make module)\n" unless $t->has_module;
+
+$t->start_postgres(settings => {
+    fsync => 'on', synchronous_commit => 'on', full_page_writes => 'on',
+    shared_buffers => '256MB',
+});
+$t->start_redis;
+
+my $secret = 'bench';
+my $hash = $t->run_command([ 'openssl', 'passwd', '-apr1', $secret ]);
+$t->write_file('htpasswd', "admin:$hash->{stdout}");
+my $auth = 'Basic ' . encode_base64("admin:$secret", '');
+
+$t->write_conf(<<'EOF');
+    mdm_postgres "%%PG%% sslmode=disable";
+    mdm_postgres_timeout 60s;
+    mdm_redis %%REDIS%%;
+    mdm_helper_path %%TESTDIR%%/helper;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        client_max_body_size 64m;
+        client_body_buffer_size 8m;
+
+        location /api/v1/mdm/ {
+            auth_basic "nginx-mdm admin";
+            auth_basic_user_file %%TESTDIR%%/htpasswd;
+            mdm_api;
+            mdm_api_auth $remote_user;
+        }
+
+        location = /status { mdm_status; }
+    }
+EOF
+$t->run;
+
+my ($top) = sort { $b <=> $a } map { m{/0*(\d+)_[^/]*\.sql$} ? $1 : () }
+            glob($t->repo_dir . '/ngx_mdm_core/sql/[0-9]*.sql');
+$t->wait_for(sub {
+    $t->http(GET => '/status')->{body} =~ /"schema_version": $top\b/
+}, timeout => 60, what => 'the schema');
+
+# the enrollments: device channels with push tokens, as after TokenUpdate
+$t->psql(<<"SQL");
+INSERT INTO mdm_enrollments (id, device_id, channel, enrollment_type, udid,
+    serial_number, topic, push_token, push_magic, enabled)
+SELECT u, u, 'device', 'Device', u, 'SER' || g, 'com.apple.mgmt.bench',
+       decode(md5(u) || md5(u), 'hex'), 'magic-' || g, true
+FROM generate_series(1, $max) AS g,
+     LATERAL (SELECT upper(md5('udid' || g)::uuid::text) AS u) AS x;
+VACUUM ANALYZE mdm_enrollments;
+CHECKPOINT;
+SQL
+
+my @ids = $t->psql_rows("SELECT id FROM mdm_enrollments ORDER BY random()");
+my $json = JSON::PP->new;
+
+my @rows;
+for my $push (0, 1) {
+    for my $n (@sizes) {
+        my @times;
+        for my $run (1 .. $runs) {
+            my $body = $json->encode({
+                enrollment_ids => [ @ids[0 .. $n - 1] ],
+                push => $push ? JSON::PP::true : JSON::PP::false,
+                command => { RequestType => 'DeviceInformation',
+                             Queries => [ 'UDID', 'OSVersion',
+                                          'SerialNumber' ] },
+            });
+            my $file = $t->write_file("body-$n.json", $body);
+
+            my $r = $t->http(POST => '/api/v1/mdm/commands',
+                             headers => { Authorization => $auth,
+                                          'Content-Type' =>
+                                              'application/json' },
+                             body_file => $file, timeout => 120);
+            die "enqueue failed: $r->{status} "
+                . substr($r->{body}, 0, 300) . "\n"
+                unless $r->{status} == 200;
+            my $uuid = $json->decode($r->{body})->{command_uuid};
+
+            # committed before the answer: count at once, no waiting
+            my $rows = $t->psql("SELECT count(*) FROM mdm_queue "
+                                . "WHERE command_uuid = '$uuid'");
+            die "only $rows of $n queue rows committed\n" if $rows != $n;
+
+            push @times, $r->{time};
+            printf STDERR "push=%d n=%d run=%d: %.3f s (%d bytes sent, "
+                          . "%d received)\n", $push, $n, $run, $r->{time},
+                          length $body, length $r->{body};
+
+            # the next run starts from the same state
+            $t->psql("DELETE FROM mdm_queue WHERE command_uuid = '$uuid'; "
+                     . "DELETE FROM mdm_commands WHERE command_uuid = "
+                     . "'$uuid'; DELETE FROM mdm_push_requests; "
+                     . "VACUUM ANALYZE mdm_queue; CHECKPOINT");
+        }
+        my @sorted = sort { $a <=> $b } @times;
+        push @rows, [ $n, $push ? 'true' : 'false', $sorted[0],
+                      $sorted[$#sorted / 2], $sorted[-1] ];
+    }
+}
+
+my $cpu = (grep { /^model name/ } split /\n/, $t->read_file('/proc/cpuinfo')
+           // '')[0] // '';
+$cpu =~ s/^model name\s*:\s*//;
+my $cores = () = ($t->read_file('/proc/cpuinfo') // '') =~ /^processor/mg;
+my $load = (split ' ', $t->read_file('/proc/loadavg') // '')[0];
+
+print "\nOne POST /commands, $runs runs each, seconds from the request's "
+    . "first byte to the answer's last (rows committed).\n";
+print "Machine: $cpu, $cores cores, load average $load at the end.\n\n";
+print "| enrollments | push | best | median | worst |\n";
+print "|---:|:---:|---:|---:|---:|\n";
+printf "| %d | %s | %.3f | %.3f | %.3f |\n", @$_ for @rows;

@@ -1,0 +1,201 @@
+#!/usr/bin/perl
+# SCEP issue throughput (see README.md here): distinct pre-generated
+# PKCSReq messages (static challenge, RSA-2048 device keys, AES, SHA-256)
+# replayed at concurrency 1, 8 and 64 against nginx with 2 workers, each
+# answer then opened as the device would and its serial checked unique;
+# GetCACaps and GetCACert requests per second; `openssl speed rsa2048`
+# measured on the same machine just before.
+#
+#   perl bench/scep/bench.pl                 (or bench/scep/run.sh)
+#   MDM_BENCH_N=3000 MDM_BENCH_LEVELS=1,8,64 perl bench/scep/bench.pl
+#
+# Self-contained: PostgreSQL and nginx are started by the test harness
+# (t/lib/MDM/Test.pm) in a temporary directory, as `make run` would run
+# them, and removed after.  The load generator is bench/scep/scep_client.c.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/../../t/lib";
+
+use Time::HiRes qw(time);
+use MDM::Test;
+
+my $n = $ENV{MDM_BENCH_N} // 4000;          # messages per level (64)
+my @levels = split /,/, $ENV{MDM_BENCH_LEVELS} // '1,8,64';
+my $workers = $ENV{MDM_BENCH_WORKERS} // 2;
+my $keys = $ENV{MDM_BENCH_KEYS} // 16;
+
+die "module not built: run make module\n" unless MDM::Test->has_module;
+
+my $t = MDM::Test->new(name => 'bench-scep');
+$t->start_postgres(settings => { shared_buffers => '256MB',
+                                 max_wal_size => '1GB' });
+
+my $ca = $t->make_ca(name => 'bench-scep-ca', cn => 'bench SCEP CA');
+my $repo = $t->repo_dir;
+my $tool = $t->path('scep_client');
+
+my $cc = $t->run_command([ 'cc', '-O2', '-o', $tool, "-I$repo/ngx_mdm_scep",
+                           "$repo/bench/scep/scep_client.c",
+                           map({ "$repo/ngx_mdm_scep/$_" }
+                               qw(ngx_mdm_scep_pki.c ngx_mdm_scep_ca.c
+                                  ngx_mdm_scep_client.c)),
+                           '-lssl', '-lcrypto' ], timeout => 120);
+die "cannot build scep_client: $cc->{stderr}" if $cc->{status};
+
+my %conf_opts = (worker_processes => $workers, log_level => 'notice',
+                 events => 'worker_connections 4096;');
+$t->write_conf(<<"CONF", %conf_opts);
+    mdm_postgres "%%PG%% sslmode=disable";
+    mdm_postgres_pool_size 8;
+    mdm_helper_path %%TESTDIR%%/helper;
+
+    mdm_scep_ca_certificate $ca->{cert};
+    mdm_scep_ca_key $ca->{key};
+    mdm_scep_challenge bench-static-challenge;
+    mdm_scep_serial_block 256;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%% backlog=4096;
+        keepalive_requests 1000000;
+
+        location = /mdm/apple/scep { mdm_scep; }
+        location = /status { mdm_status; }
+    }
+CONF
+$t->run;
+
+my $files = () = glob("$repo/ngx_mdm_core/sql/[0-9]*.sql");
+$t->wait_for(sub {
+    $t->http(GET => '/status')->{body} =~ /"schema_version": $files\b/;
+}, timeout => 30, what => 'the schema');
+
+my $url = 'http://127.0.0.1:' . $t->port(0) . '/mdm/apple/scep';
+
+# the messages, before anything is timed
+
+my %count = map { $_ => ($_ == 1 ? int($n / 8) : $_ == 8 ? int($n / 2)
+                                                          : $n) } @levels;
+my $gen = time;
+for my $c (@levels) {
+    my $dir = $t->path("msgs-$c");
+    mkdir $dir;
+    my $r = $t->run_command([ $tool, 'gen', '-n', $count{$c}, '-keys', $keys,
+                              '-to', $ca->{cert}, '-dir', $dir,
+                              '-challenge', 'bench-static-challenge' ],
+                            timeout => 1200);
+    die "gen: $r->{stderr}" if $r->{status};
+}
+printf "generated %d PKCSReq messages over %d RSA-2048 keys in %.1f s\n",
+       eval { my $s = 0; $s += $_ for values %count; $s }, $keys,
+       time - $gen;
+
+# the ceiling: RSA-2048 signs per second of the whole machine, now
+
+my $speed = $t->run_command([ 'openssl', 'speed', '-seconds', 3, '-multi',
+                              cores(), 'rsa2048' ], timeout => 120);
+my ($signs) = $speed->{stdout} =~ /^rsa 2048 bits\s+\S+\s+\S+\s+([\d.]+)/m;
+die "no openssl speed figure\n$speed->{stdout}$speed->{stderr}" unless $signs;
+my $ceiling = $signs / 3;
+printf "openssl speed -multi %d rsa2048: %.0f signs/s; ceiling at 3 "
+       . "private-key operations per issue: %.0f issues/s\n",
+       cores(), $signs, $ceiling;
+
+# replay
+
+my @rows;
+for my $c (@levels) {
+    my $dir = $t->path("msgs-$c");
+    my $serials0 = $t->psql('SELECT count(*) FROM mdm_certificates');
+    my %cpu0 = cpu_by_role();
+    my $r = $t->run_command([ $tool, 'run', '-url',
+                              "$url?operation=PKIOperation", '-c', $c,
+                              '-dir', $dir, '-n', $count{$c},
+                              '-keys', $keys, '-verify', $ca->{cert} ],
+                            timeout => 1200);
+    die "run: $r->{stderr}" if $r->{status};
+    my %cpu1 = cpu_by_role();
+    my %f = $r->{stdout} =~ /(\w+)=([\d.]+)/g;
+    my $recorded = $t->psql('SELECT count(*) FROM mdm_certificates')
+                   - $serials0;
+    my $unique = $t->psql('SELECT count(DISTINCT serial) = count(*) '
+                          . 'FROM mdm_certificates');
+    push @rows, [ "PKIOperation PKCSReq", $c, \%f, $recorded, $unique,
+                  { map { $_ => ($cpu1{$_} // 0) - ($cpu0{$_} // 0) }
+                    keys %cpu1 } ];
+}
+
+for my $op ('GetCACaps', 'GetCACert') {
+    for my $c (1, 64) {
+        my $r = $t->run_command([ $tool, 'run', '-url',
+                                  "$url?operation=$op", '-c', $c,
+                                  '-requests', $c == 1 ? 5000 : 50000 ],
+                                timeout => 600);
+        die "run: $r->{stderr}" if $r->{status};
+        my %f = $r->{stdout} =~ /(\w+)=([\d.]+)/g;
+        push @rows, [ $op, $c, \%f ];
+    }
+}
+
+# the table
+
+print "\n| operation | concurrency | requests | failed | per second "
+      . "| % of ceiling | p50 ms | p99 ms | issued, unique serials "
+      . "| CPU s: nginx / postgres / client |\n";
+print "|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
+for my $row (@rows) {
+    my ($op, $c, $f, $recorded, $unique, $cpu) = @$row;
+    my $pki = $op =~ /PKIOperation/;
+    printf "| %s | %d | %d | %d | %.0f | %s | %.2f | %.2f | %s | %s |\n",
+           $op, $c, $f->{requests}, $f->{failed}, $f->{rps},
+           $pki ? sprintf('%.0f%%', 100 * $f->{rps} / $ceiling) : '',
+           $f->{p50_ms}, $f->{p99_ms},
+           $pki ? sprintf('%d answers opened, %d recorded, %d duplicate, '
+                          . 'table unique: %s', $f->{issued}, $recorded,
+                          $f->{duplicate_serials}, $unique)
+                : '',
+           $pki ? sprintf('%.1f / %.1f / %.1f', $cpu->{nginx} // 0,
+                          $cpu->{postgres} // 0, $cpu->{client} // 0)
+                : '';
+}
+printf "\nmachine: %d cores, load %s; nginx %d workers; openssl speed "
+       . "rsa2048 %.0f signs/s (ceiling %.0f issues/s)\n",
+       cores(), loadavg(), $workers, $signs, $ceiling;
+
+sub cores {
+    open my $fh, '<', '/proc/cpuinfo' or return 1;
+    return scalar grep { /^processor\s*:/ } <$fh>;
+}
+
+sub loadavg {
+    open my $fh, '<', '/proc/loadavg' or return '?';
+    return join ' ', (split ' ', <$fh>)[0 .. 2];
+}
+
+# utime + stime by role: nginx (master, workers, helper), PostgreSQL, the
+# load generator
+sub cpu_by_role {
+    my %cpu;
+    my $pgpid = $t->pg_pid // -1;
+    my $master = $t->master_pid // -1;
+    opendir my $dh, '/proc' or return;
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        my $stat = <$fh> // next;
+        my ($comm) = $stat =~ /\((.*)\)/;
+        $stat =~ s/^.*\)\s+//;
+        my @f = split ' ', $stat;
+        my ($ppid, $ut, $st, $cut, $cst) = @f[1, 11, 12, 13, 14];
+        my $role = ($pid == $master || $ppid == $master) ? 'nginx'
+                 : ($pid == $pgpid || $ppid == $pgpid) ? 'postgres'
+                 : undef;
+        $cpu{$role} += ($ut + $st) / 100 if $role;
+        # the load generator has exited by the second sample: children
+        # times of this process
+    }
+    my @me = times;
+    $cpu{client} = $me[2] + $me[3];
+    return %cpu;
+}

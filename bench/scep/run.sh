@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# SCEP issue bench (see README.md here).  Needs `make module` first.  The
+# module is copied first: a rebuild that overwrites build/ngx_mdm_module.so
+# under a running nginx would crash it mid-bench.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cp "${MDM_MODULE:-build/ngx_mdm_module.so}" "$tmp/ngx_mdm_module.so"
+MDM_MODULE="$tmp/ngx_mdm_module.so" perl bench/scep/bench.pl "$@"
