@@ -68,11 +68,12 @@ ngx_http_mdm_api_enqueue(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
 {
     ngx_int_t                    rc;
     ngx_str_t                   *type;
-    const char                  *values[7];
+    u_char                      *count;
+    const char                  *values[8];
     ngx_mdm_pg_args_t            args;
     ngx_http_mdm_api_enqueue_t   e;
 
-    static const int  formats[7] = { 0, 0, 0, 1, 0, 0, 0 };
+    static const int  formats[8] = { 0, 0, 0, 1, 0, 0, 0, 0 };
 
     ngx_memzero(&e, sizeof(ngx_http_mdm_api_enqueue_t));
     e.priority = "0";
@@ -104,17 +105,22 @@ ngx_http_mdm_api_enqueue(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
     values[5] = e.expires_at;
     values[6] = ctx->push ? "t" : "f";
 
-    if (values[0] == NULL) {
+    count = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+
+    if (values[0] == NULL || count == NULL) {
         ngx_mdm_plist_xml_free(e.xml);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    *ngx_sprintf(count, "%ui", ctx->ids.ids.nelts) = '\0';
+    values[7] = (char *) count;
+
     {
-        int  lengths[7] = { 0, 0, 0, (int) e.xml_len, 0, 0, 0 };
+        int  lengths[8] = { 0, 0, 0, (int) e.xml_len, 0, 0, 0, 0 };
 
         ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
         args.sql = NGX_MDM_API_SQL_ENQUEUE;
-        args.nparams = 7;
+        args.nparams = 8;
         args.values = values;
         args.lengths = lengths;
         args.formats = formats;

