@@ -19,6 +19,7 @@
 #include "ngx_mdm_core.h"
 #include "ngx_mdm_curl.h"
 #include "ngx_mdm_apns.h"
+#include "ngx_mdm_apns_sql.h"
 
 
 #define NGX_MDM_APNS_BATCHES        3       /* claimed, being pushed */
@@ -29,6 +30,7 @@
 #define NGX_MDM_APNS_BODY_MAX       512     /* of an answer */
 #define NGX_MDM_APNS_DETAIL_MAX     128
 #define NGX_MDM_APNS_GRACE          1000    /* ms after an answer */
+#define NGX_MDM_APNS_EXPIRY_CHECK   86400000
 
 
 typedef enum {
@@ -109,6 +111,7 @@ typedef struct {
     ngx_event_t                     poll;
     ngx_event_t                     wake;       /* a known row comes due */
     ngx_event_t                     sweep;
+    ngx_event_t                     expiry;     /* daily certificate check */
     time_t                          error_logged;
     unsigned                        claiming:1;
     unsigned                        sweeping:1;
@@ -143,6 +146,7 @@ static void ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
 static void ngx_mdm_apns_finish(ngx_mdm_apns_batch_t *batch);
 static void ngx_mdm_apns_finish_retry(ngx_event_t *ev);
 static void ngx_mdm_apns_finished(void *data, PGresult *res, ngx_int_t rc);
+static void ngx_mdm_apns_expiry_handler(ngx_event_t *ev);
 static void ngx_mdm_apns_sweep_handler(ngx_event_t *ev);
 static void ngx_mdm_apns_swept(void *data, PGresult *res, ngx_int_t rc);
 
@@ -157,126 +161,6 @@ static ngx_mdm_apns_answer_t  ngx_mdm_apns_answers[] = {
     { 500, 599, NULL, ngx_mdm_apns_retry, 0 },
     { 0, 999, NULL, ngx_mdm_apns_failed, 0 }         /* ours: don't retry */
 };
-
-
-/*
- * Claim due rows: one statement that locks them (other helpers skip them),
- * drops those that cannot be pushed, defers those pushed within the
- * coalescing window and leases the rest to us.  Rows: kind ('c' claimed,
- * 'd' deferred with its delay, 'x' dropped, 'n' when the next row not yet
- * due comes due, retries and other helpers' leases included), enrollment_id,
- * requests, attempts, topic, token (hex), push_magic, delay_ms.
- *   $1 claimer, $2 limit, $3 lease (ms), $4 coalescing window (ms)
- */
-
-static const char  ngx_mdm_apns_claim_sql[] =
-    "WITH due AS ("
-    " SELECT p.enrollment_id, e.topic, e.push_token, e.push_magic,"
-    "  e.enabled AND e.push_token_invalid_at IS NULL"
-    "  AND octet_length(e.push_token) BETWEEN 1 AND 100"
-    "  AND e.push_magic <> '' AND e.topic <> '' AS ok,"
-    "  e.last_push_at + $4::float8 * interval '1 millisecond' AS quiet_at"
-    " FROM mdm_push_requests p"
-    " JOIN mdm_enrollments e ON e.id = p.enrollment_id"
-    " WHERE p.not_before <= now()"
-    " ORDER BY p.not_before"
-    " LIMIT $2::integer"
-    " FOR UPDATE OF p SKIP LOCKED"
-    "), dropped AS ("
-    " DELETE FROM mdm_push_requests p USING due d"
-    " WHERE p.enrollment_id = d.enrollment_id AND d.ok IS NOT TRUE"
-    " RETURNING p.enrollment_id"
-    "), deferred AS ("
-    " UPDATE mdm_push_requests p SET not_before = d.quiet_at"
-    " FROM due d"
-    " WHERE p.enrollment_id = d.enrollment_id AND d.ok"
-    " AND d.quiet_at > now()"
-    " RETURNING p.enrollment_id, p.not_before"
-    "), claimed AS ("
-    " UPDATE mdm_push_requests p"
-    " SET claimed_by = $1, attempts = p.attempts + 1,"
-    "  not_before = now() + $3::float8 * interval '1 millisecond'"
-    " FROM due d"
-    " WHERE p.enrollment_id = d.enrollment_id AND d.ok"
-    " AND (d.quiet_at IS NULL OR d.quiet_at <= now())"
-    " RETURNING p.enrollment_id, p.requests, p.attempts, d.topic,"
-    "  encode(d.push_token, 'hex') AS token, d.push_magic"
-    ") "
-    "SELECT 'c', enrollment_id, requests, attempts, topic, token,"
-    " push_magic, NULL::bigint FROM claimed "
-    "UNION ALL "
-    "SELECT 'd', enrollment_id, NULL, NULL, NULL, NULL, NULL,"
-    " ceil(extract(epoch FROM not_before - now()) * 1000)::bigint"
-    " FROM deferred "
-    "UNION ALL "
-    "SELECT 'x', enrollment_id, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM dropped "
-    "UNION ALL "
-    "SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL,"
-    " ceil(extract(epoch FROM min(not_before) - now()) * 1000)::bigint"
-    " FROM mdm_push_requests WHERE not_before > now()";
-
-
-/*
- * Record a batch's answers: 200s on the enrollment (apns-id), dead tokens
- * marked, rows to retry (or requested again while in flight) released
- * with their delay, the others deleted.  Only rows we still hold are
- * touched: one whose lease ran out belongs to whoever claimed it since.
- * Gives the shortest delay of the released rows.
- *   $1 claimer, $2 JSON [{"i": id, "o": s|i|r|f, "d": detail,
- *                         "n": requests, "w": delay_ms}, ...]
- */
-
-static const char  ngx_mdm_apns_finish_sql[] =
-    "WITH r AS ("
-    " SELECT * FROM json_to_recordset($2::json)"
-    "  AS r(i text, o text, d text, n integer, w integer)"
-    "), pushed AS ("
-    " UPDATE mdm_enrollments e SET"
-    "  last_push_at = CASE WHEN r.o = 's' THEN now()"
-    "   ELSE e.last_push_at END,"
-    "  last_push_id = CASE WHEN r.o = 's' THEN r.d"
-    "   ELSE e.last_push_id END,"
-    "  last_push_error = CASE WHEN r.o = 's' THEN NULL ELSE r.d END,"
-    "  push_token_invalid_at = CASE WHEN r.o = 'i' THEN now()"
-    "   ELSE e.push_token_invalid_at END"
-    " FROM r WHERE e.id = r.i AND r.o <> 'r'"
-    "), again AS ("
-    " UPDATE mdm_push_requests p"
-    " SET claimed_by = NULL,"
-    "  last_error = CASE WHEN r.o = 'r' THEN r.d END,"
-    "  attempts = CASE WHEN r.o = 's' THEN 0 ELSE p.attempts END,"
-    "  not_before = now() + r.w::float8 * interval '1 millisecond'"
-    " FROM r"
-    " WHERE p.enrollment_id = r.i AND p.claimed_by = $1"
-    " AND (r.o = 'r' OR (r.o = 's' AND p.requests <> r.n))"
-    " RETURNING r.w"
-    "), done AS ("
-    " DELETE FROM mdm_push_requests p USING r"
-    " WHERE p.enrollment_id = r.i AND p.claimed_by = $1"
-    " AND r.o <> 'r' AND NOT (r.o = 's' AND p.requests <> r.n)"
-    ") "
-    "SELECT min(w) FROM again";
-
-
-/*
- * The sweep: ask for a push to every channel with pending commands that
- * has neither checked in nor been pushed for a sweep interval.
- *   $1 sweep interval (ms)
- */
-
-static const char  ngx_mdm_apns_sweep_sql[] =
-    "INSERT INTO mdm_push_requests (enrollment_id) "
-    "SELECT e.id FROM mdm_enrollments e"
-    " WHERE e.enabled AND e.push_token IS NOT NULL"
-    " AND e.push_token_invalid_at IS NULL"
-    " AND (e.last_seen_at IS NULL"
-    "  OR e.last_seen_at < now() - $1::float8 * interval '1 millisecond')"
-    " AND (e.last_push_at IS NULL"
-    "  OR e.last_push_at < now() - $1::float8 * interval '1 millisecond')"
-    " AND EXISTS (SELECT 1 FROM mdm_queue q"
-    "  WHERE q.enrollment_id = e.id AND q.status IN ('Queued', 'NotNow')) "
-    "ON CONFLICT (enrollment_id) DO NOTHING";
 
 
 static ngx_mdm_apns_t  ngx_mdm_apns;
@@ -340,6 +224,9 @@ ngx_mdm_apns_helper_init(ngx_cycle_t *cycle)
     ngx_mdm_apns.sweep.handler = ngx_mdm_apns_sweep_handler;
     ngx_mdm_apns.sweep.log = cycle->log;
     ngx_mdm_apns.sweep.cancelable = 1;
+    ngx_mdm_apns.expiry.handler = ngx_mdm_apns_expiry_handler;
+    ngx_mdm_apns.expiry.log = cycle->log;
+    ngx_mdm_apns.expiry.cancelable = 1;
 
     if (ngx_mdm_apns.shm) {
         ngx_mdm_apns.shm->helper_pid = ngx_pid;
@@ -360,6 +247,9 @@ ngx_mdm_apns_helper_init(ngx_cycle_t *cycle)
     if (amcf->sweep_interval) {
         ngx_add_timer(&ngx_mdm_apns.sweep, amcf->sweep_interval);
     }
+
+    /* the configuration said so at start; a helper may run for months */
+    ngx_add_timer(&ngx_mdm_apns.expiry, NGX_MDM_APNS_EXPIRY_CHECK);
 
     /* whatever was requested while no helper ran */
     ngx_mdm_apns_wake_now();
@@ -450,7 +340,7 @@ ngx_mdm_apns_claim(void)
     values[3] = (char *) coalesce;
 
     ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = ngx_mdm_apns_claim_sql;
+    args.sql = NGX_MDM_APNS_SQL_CLAIM;
     args.nparams = 4;
     args.values = values;
     args.handler = ngx_mdm_apns_claimed;
@@ -870,10 +760,9 @@ ngx_mdm_apns_header_cb(char *buf, size_t size, size_t n, void *data)
 {
     ngx_mdm_apns_slot_t  *slot = data;
 
+    long     status;
     u_char  *p, *last;
     size_t   len;
-
-    long  status;
 
     len = size * n;
 
@@ -1048,7 +937,10 @@ ngx_mdm_apns_answer(ngx_mdm_apns_slot_t *slot, ngx_mdm_apns_item_t *item,
 
     if (s && *s) {
         len = ngx_min(ngx_strlen(s), sizeof(buf));
-        ngx_memcpy(buf, s, len);
+
+        for (i = 0; i < len; i++) {
+            buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+        }
 
     } else {
         len = ngx_snprintf(buf, sizeof(buf), "HTTP %l", status) - buf;
@@ -1127,7 +1019,20 @@ ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
     shm = ngx_mdm_apns.shm;
     batch = item->batch;
 
+    /* printable ASCII only: it goes to the log and into JSON as is */
+
     len = ngx_min(len, NGX_MDM_APNS_DETAIL_MAX);
+
+    item->detail.data = ngx_pnalloc(batch->pool, len);
+    if (item->detail.data) {
+        item->detail.len = len;
+
+        for (i = 0; i < len; i++) {
+            item->detail.data[i] = (detail[i] >= 0x20 && detail[i] < 0x7f)
+                                   ? detail[i] : '?';
+        }
+    }
+
     delay = 0;
 
     if (outcome == ngx_mdm_apns_retry
@@ -1135,8 +1040,8 @@ ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
     {
         ngx_log_error(NGX_LOG_ERR, ngx_mdm_apns.log, 0,
                       "mdm apns gave up pushing to enrollment \"%V\" after "
-                      "%i attempts: %*s", &item->id, item->attempts, len,
-                      detail);
+                      "%i attempts: %V", &item->id, item->attempts,
+                      &item->detail);
         outcome = ngx_mdm_apns_failed;
     }
 
@@ -1179,18 +1084,6 @@ ngx_mdm_apns_result(ngx_mdm_apns_item_t *item,
 
     item->outcome = outcome;
     item->delay = delay;
-
-    /* printable ASCII only: it goes to the log and into JSON as is */
-
-    item->detail.data = ngx_pnalloc(batch->pool, len);
-    if (item->detail.data) {
-        item->detail.len = len;
-
-        for (i = 0; i < len; i++) {
-            item->detail.data[i] = (detail[i] >= 0x20 && detail[i] < 0x7f)
-                                   ? detail[i] : '?';
-        }
-    }
 
     if (--batch->left == 0) {
         ngx_mdm_apns.nbatches--;
@@ -1259,7 +1152,7 @@ ngx_mdm_apns_finish(ngx_mdm_apns_batch_t *batch)
     values[1] = (char *) batch->results.data;
 
     ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = ngx_mdm_apns_finish_sql;
+    args.sql = NGX_MDM_APNS_SQL_FINISH;
     args.nparams = 2;
     args.values = values;
     args.handler = ngx_mdm_apns_finished;
@@ -1322,6 +1215,38 @@ ngx_mdm_apns_finished(void *data, PGresult *res, ngx_int_t rc)
 
 
 static void
+ngx_mdm_apns_expiry_handler(ngx_event_t *ev)
+{
+    time_t                          left;
+    ngx_uint_t                      i;
+    ngx_mdm_apns_cert_t            *cert;
+    ngx_http_mdm_apns_main_conf_t  *amcf;
+
+    ngx_add_timer(ev, NGX_MDM_APNS_EXPIRY_CHECK);
+
+    amcf = ngx_mdm_apns.amcf;
+    cert = amcf->certs.elts;
+
+    for (i = 0; i < amcf->certs.nelts; i++) {
+        left = cert[i].not_after - ngx_time();
+
+        if (left <= 0) {
+            ngx_log_error(NGX_LOG_ERR, ngx_mdm_apns.log, 0,
+                          "mdm push certificate \"%V\" for topic \"%V\" "
+                          "has expired: APNs will refuse it",
+                          &cert[i].cert_file, &cert[i].topic);
+
+        } else if (left < amcf->expiry_warning) {
+            ngx_log_error(NGX_LOG_WARN, ngx_mdm_apns.log, 0,
+                          "mdm push certificate \"%V\" for topic \"%V\" "
+                          "expires in %T days: renew it with the same topic",
+                          &cert[i].cert_file, &cert[i].topic, left / 86400);
+        }
+    }
+}
+
+
+static void
 ngx_mdm_apns_sweep_handler(ngx_event_t *ev)
 {
     u_char             interval[NGX_INT_T_LEN + 1];
@@ -1338,7 +1263,7 @@ ngx_mdm_apns_sweep_handler(ngx_event_t *ev)
     values[0] = (char *) interval;
 
     ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = ngx_mdm_apns_sweep_sql;
+    args.sql = NGX_MDM_APNS_SQL_SWEEP;
     args.nparams = 1;
     args.values = values;
     args.handler = ngx_mdm_apns_swept;

@@ -41,6 +41,7 @@ static char *ngx_http_mdm_checkin_ca(ngx_conf_t *cf, ngx_command_t *cmd,
 static void ngx_http_mdm_checkin_cleanup_cas(void *data);
 static void ngx_http_mdm_checkin_cleanup_verifier(void *data);
 static ngx_int_t ngx_http_mdm_checkin_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_mdm_checkin_init_process(ngx_cycle_t *cycle);
 
 
 ngx_http_mdm_checkin_hook_pt  ngx_http_mdm_checkin_dm_hook;
@@ -134,6 +135,34 @@ static ngx_command_t  ngx_http_mdm_checkin_commands[] = {
       offsetof(ngx_http_mdm_checkin_main_conf_t, last_seen_interval),
       NULL },
 
+    { ngx_string("mdm_checkin_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_checkin_main_conf_t, cache),
+      NULL },
+
+    { ngx_string("mdm_checkin_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_checkin_main_conf_t, cache_ttl),
+      NULL },
+
+    { ngx_string("mdm_checkin_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_checkin_main_conf_t, cache_size),
+      NULL },
+
+    { ngx_string("mdm_checkin_prepare"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_checkin_main_conf_t, prepare),
+      NULL },
+
       ngx_null_command
 };
 
@@ -160,7 +189,7 @@ ngx_module_t  ngx_http_mdm_checkin_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_mdm_checkin_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -569,6 +598,10 @@ ngx_http_mdm_checkin_create_main_conf(ngx_conf_t *cf)
     mcf->events = NGX_CONF_UNSET;
     mcf->events_maxlen = NGX_CONF_UNSET_UINT;
     mcf->last_seen_interval = NGX_CONF_UNSET_MSEC;
+    mcf->cache = NGX_CONF_UNSET;
+    mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->cache_size = NGX_CONF_UNSET_UINT;
+    mcf->prepare = NGX_CONF_UNSET;
 
     return mcf;
 }
@@ -582,6 +615,23 @@ ngx_http_mdm_checkin_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->events, 1);
     ngx_conf_init_uint_value(mcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(mcf->last_seen_interval, 10000);
+    ngx_conf_init_value(mcf->cache, 1);
+    ngx_conf_init_msec_value(mcf->cache_ttl, 60000);
+    ngx_conf_init_uint_value(mcf->cache_size, 100000);
+    ngx_conf_init_value(mcf->prepare, 1);
+
+    if (mcf->cache_size == 0 || mcf->cache_size > 10000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mdm_checkin_cache_size\" must be between 1 "
+                           "and 10000000");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->cache_ttl < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mdm_checkin_cache_ttl\" must be 1s or more");
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->last_seen_interval == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -807,4 +857,17 @@ ngx_http_mdm_checkin_postconfiguration(ngx_conf_t *cf)
     }
 
     return ngx_mdm_helper_register(cf, ngx_mdm_checkin_last_seen_init);
+}
+
+
+/* the worker's caches: verified certificates, and Idle answers */
+
+static ngx_int_t
+ngx_http_mdm_checkin_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_mdm_checkin_identity_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_mdm_checkin_cache_init_process(cycle);
 }

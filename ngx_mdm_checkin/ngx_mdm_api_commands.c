@@ -68,6 +68,7 @@ ngx_http_mdm_api_enqueue(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
 {
     ngx_int_t                    rc;
     ngx_str_t                   *type;
+    int                          lengths[8];
     u_char                      *count;
     const char                  *values[8];
     ngx_mdm_pg_args_t            args;
@@ -115,19 +116,18 @@ ngx_http_mdm_api_enqueue(ngx_http_request_t *r, ngx_http_mdm_api_ctx_t *ctx)
     *ngx_sprintf(count, "%ui", ctx->ids.ids.nelts) = '\0';
     values[7] = (char *) count;
 
-    {
-        int  lengths[8] = { 0, 0, 0, (int) e.xml_len, 0, 0, 0, 0 };
+    ngx_memzero(lengths, sizeof(lengths));
+    lengths[3] = (int) e.xml_len;
 
-        ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-        args.sql = NGX_MDM_API_SQL_ENQUEUE;
-        args.nparams = 8;
-        args.values = values;
-        args.lengths = lengths;
-        args.formats = formats;
+    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
+    args.sql = NGX_MDM_API_SQL_ENQUEUE;
+    args.nparams = 8;
+    args.values = values;
+    args.lengths = lengths;
+    args.formats = formats;
 
-        /* the pool copies the parameters: the XML can go at once */
-        rc = ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_enqueued);
-    }
+    /* the pool copies the parameters: the XML can go at once */
+    rc = ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_enqueued);
 
     ngx_mdm_plist_xml_free(e.xml);
 

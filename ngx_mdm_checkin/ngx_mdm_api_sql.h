@@ -52,11 +52,12 @@
     " SELECT mdm_push_request(array_agg(enrollment_id)) AS n"                \
     " FROM queued WHERE $7::boolean"                                         \
     ")"                                                                      \
-    " SELECT (SELECT count(*) FROM queued)::text,"                           \
-    " coalesce((SELECT n FROM pushed), 0)::text, u.id"                       \
-    " FROM (VALUES (1)) AS one(x) LEFT JOIN"                                 \
-    " (SELECT id FROM ids EXCEPT SELECT enrollment_id FROM queued) AS u"     \
-    " ON (SELECT count(*) FROM queued) < $8::integer"
+    " SELECT q.n::text, coalesce(p.n, 0)::text, u.id"                        \
+    " FROM (SELECT count(*) AS n FROM queued) AS q CROSS JOIN pushed AS p"   \
+    " LEFT JOIN LATERAL"                                                     \
+    " (SELECT id FROM ids WHERE q.n < $8::integer"                           \
+    "  EXCEPT SELECT enrollment_id FROM queued WHERE q.n < $8::integer)"     \
+    " AS u ON true"
 
 
 /*

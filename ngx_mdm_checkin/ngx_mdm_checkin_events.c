@@ -136,7 +136,7 @@ ngx_http_mdm_checkin_event(ngx_http_request_t *r,
                                      argc, argv, argvlen);
     }
 
-    if (event[0] == 'e') {
+    if (event[0] == 'e' || ctx->no_last_seen) {
         return;
     }
 

@@ -12,6 +12,13 @@
  * Then its chain to an mdm_checkin_ca certificate, expired only within
  * mdm_checkin_grace.  Its binding to the enrollment is checked by the
  * step's SQL function.  Every refusal is 400 with one INFO line.
+ *
+ * A verified certificate is remembered, for at most
+ * NGX_MDM_CHECKIN_VERIFIED_TTL seconds and never past its notAfter (nor
+ * past the grace, for one in it): a TLS client certificate on its
+ * connection (a keep-alive connection verifies once), a forwarded one in a
+ * table of the worker keyed by the SHA-256 of the header's value (no
+ * parsing either).  A certificate that failed is never remembered.
  */
 
 
@@ -22,11 +29,39 @@
 #include "ngx_mdm_checkin_module.h"
 
 
+#define NGX_MDM_CHECKIN_VERIFIED_TTL     300
+#define NGX_MDM_CHECKIN_FORWARDED_SLOTS  65536
+
+
+/* a verified certificate, as remembered */
+typedef struct {
+    X509                             *cert;       /* referenced */
+    ngx_mdm_x509_verifier_t          *verifier;
+    time_t                            until;
+    time_t                            not_after;
+    u_char                            key[NGX_MDM_X509_SHA256_LEN];
+    u_char                            sha256[NGX_MDM_X509_SHA256_LEN];
+    u_char                            sha256_hex[NGX_MDM_X509_SHA256_HEX_LEN
+                                                 + 1];
+    unsigned                          in_grace:1;
+} ngx_http_mdm_checkin_verified_t;
+
+
+static ngx_http_mdm_checkin_verified_t *ngx_http_mdm_checkin_conn_verified(
+    ngx_connection_t *c, ngx_uint_t create);
+static void ngx_http_mdm_checkin_conn_verified_cleanup(void *data);
+static ngx_int_t ngx_http_mdm_checkin_recall(ngx_http_mdm_checkin_ctx_t *ctx,
+    ngx_http_mdm_checkin_verified_t *v);
+static void ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
+    ngx_http_mdm_checkin_verified_t *v);
 static ngx_table_elt_t *ngx_http_mdm_checkin_header(ngx_http_request_t *r,
     const u_char *name, size_t len);
 static ngx_int_t ngx_http_mdm_checkin_refused(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx, const char *reason, const char *detail);
 static void ngx_http_mdm_checkin_cert_cleanup(void *data);
+
+
+static ngx_http_mdm_checkin_verified_t  *ngx_http_mdm_checkin_forwarded;
 
 
 static const char  *ngx_http_mdm_checkin_sources[] = {
@@ -50,7 +85,9 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
     ngx_connection_t                 *c;
     ngx_http_mdm_checkin_identity_t  *id;
     ngx_http_mdm_checkin_loc_conf_t  *lcf;
+    ngx_http_mdm_checkin_verified_t  *v, *slot;
     u_char                            tls_sha[NGX_MDM_X509_SHA256_LEN];
+    u_char                            key[NGX_MDM_X509_SHA256_LEN];
 
     c = r->connection;
     lcf = ctx->lcf;
@@ -58,6 +95,7 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
 
     cert = NULL;
     chain = NULL;
+    slot = NULL;
     untrusted_proxy = 0;
 
     /* its X509 is freed with the request, whichever way it came */
@@ -100,6 +138,24 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
         if (h && ngx_cidr_match(c->sockaddr, lcf->trusted_proxies)
                  == NGX_OK)
         {
+            id->source = NGX_HTTP_MDM_CHECKIN_FROM_FORWARDED;
+
+            if (ngx_http_mdm_checkin_forwarded) {
+                (void) EVP_Digest(h->value.data, h->value.len, key, NULL,
+                                  EVP_sha256(), NULL);
+
+                slot = &ngx_http_mdm_checkin_forwarded[
+                          (key[0] | key[1] << 8)
+                          & (NGX_MDM_CHECKIN_FORWARDED_SLOTS - 1)];
+
+                if (ngx_memcmp(slot->key, key, sizeof(key)) == 0
+                    && slot->verifier == lcf->verifier
+                    && ngx_http_mdm_checkin_recall(ctx, slot) == NGX_OK)
+                {
+                    return NGX_OK;
+                }
+            }
+
             cert = ngx_mdm_x509_client_cert(h->value.data, h->value.len,
                                             NGX_MDM_X509_FORM_AUTO);
             if (cert == NULL) {
@@ -126,6 +182,18 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
         cert = tls;
         tls = NULL;
         id->source = NGX_HTTP_MDM_CHECKIN_FROM_TLS;
+
+        /* verified before on this connection */
+
+        v = cert ? ngx_http_mdm_checkin_conn_verified(c, 0) : NULL;
+
+        if (v && v->cert == cert && v->verifier == lcf->verifier
+            && ngx_http_mdm_checkin_recall(ctx, v) == NGX_OK)
+        {
+            /* the identity holds a reference of its own */
+            X509_free(cert);
+            return NGX_OK;
+        }
     }
 
     id->cert = cert;
@@ -203,7 +271,158 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
                                      ngx_mdm_x509_error());
     }
 
+    /* remember it */
+
+    if (id->source == NGX_HTTP_MDM_CHECKIN_FROM_TLS) {
+        v = ngx_http_mdm_checkin_conn_verified(c, 1);
+        if (v) {
+            ngx_http_mdm_checkin_remember(ctx, v);
+        }
+
+    } else if (id->source == NGX_HTTP_MDM_CHECKIN_FROM_FORWARDED
+               && slot != NULL)
+    {
+        ngx_http_mdm_checkin_remember(ctx, slot);
+        ngx_memcpy(slot->key, key, sizeof(key));
+    }
+
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_mdm_checkin_identity_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mdm_checkin_main_conf_t  *mcf;
+
+    ngx_http_mdm_checkin_forwarded = NULL;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_mdm_checkin_module);
+    if (mcf == NULL || !mcf->used || !mcf->cache) {
+        return NGX_OK;
+    }
+
+    /* the X509s it holds are freed when the worker exits */
+
+    ngx_http_mdm_checkin_forwarded = ngx_pcalloc(cycle->pool,
+                                 NGX_MDM_CHECKIN_FORWARDED_SLOTS
+                                 * sizeof(ngx_http_mdm_checkin_verified_t));
+
+    return ngx_http_mdm_checkin_forwarded ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The connection's verified certificate: kept in a cleanup of the
+ * connection's pool, found by its handler.
+ */
+
+static ngx_http_mdm_checkin_verified_t *
+ngx_http_mdm_checkin_conn_verified(ngx_connection_t *c, ngx_uint_t create)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    for (cln = c->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_mdm_checkin_conn_verified_cleanup) {
+            return cln->data;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool,
+                               sizeof(ngx_http_mdm_checkin_verified_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cln->data, sizeof(ngx_http_mdm_checkin_verified_t));
+    cln->handler = ngx_http_mdm_checkin_conn_verified_cleanup;
+
+    return cln->data;
+}
+
+
+static void
+ngx_http_mdm_checkin_conn_verified_cleanup(void *data)
+{
+    ngx_http_mdm_checkin_verified_t  *v = data;
+
+    if (v->cert) {
+        X509_free(v->cert);
+        v->cert = NULL;
+    }
+}
+
+
+/* NGX_OK: the identity is known and still valid, ctx->identity is set */
+
+static ngx_int_t
+ngx_http_mdm_checkin_recall(ngx_http_mdm_checkin_ctx_t *ctx,
+    ngx_http_mdm_checkin_verified_t *v)
+{
+    ngx_http_mdm_checkin_identity_t  *id;
+
+    if (v->cert == NULL || ngx_time() >= v->until) {
+        return NGX_DECLINED;
+    }
+
+    id = &ctx->identity;
+
+    if (!X509_up_ref(v->cert)) {
+        return NGX_DECLINED;
+    }
+
+    id->cert = v->cert;
+    id->not_after = v->not_after;
+    id->in_grace = v->in_grace;
+    ngx_memcpy(id->sha256, v->sha256, sizeof(id->sha256));
+    ngx_memcpy(id->sha256_hex, v->sha256_hex, sizeof(id->sha256_hex));
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
+    ngx_http_mdm_checkin_verified_t *v)
+{
+    time_t                            until, now;
+    ngx_http_mdm_checkin_identity_t  *id;
+
+    id = &ctx->identity;
+    now = ngx_time();
+
+    until = id->in_grace ? id->not_after + ctx->lcf->grace : id->not_after;
+
+    if (until > now + NGX_MDM_CHECKIN_VERIFIED_TTL) {
+        until = now + NGX_MDM_CHECKIN_VERIFIED_TTL;
+    }
+
+    if (!X509_up_ref(id->cert)) {
+        return;
+    }
+
+    if (v->cert) {
+        X509_free(v->cert);
+    }
+
+    v->cert = id->cert;
+    v->verifier = ctx->lcf->verifier;
+    v->until = until;
+    v->not_after = id->not_after;
+    v->in_grace = id->in_grace;
+    ngx_memcpy(v->sha256, id->sha256, sizeof(v->sha256));
+    ngx_memcpy(v->sha256_hex, id->sha256_hex, sizeof(v->sha256_hex));
 }
 
 

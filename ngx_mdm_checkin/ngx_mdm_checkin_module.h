@@ -7,6 +7,8 @@
  * ngx_mdm_checkin_store.c         the SQL of every step (one round trip)
  * ngx_mdm_checkin_events.c        Redis: events stream, last_seen
  *                                 write-behind and its helper flush
+ * ngx_mdm_checkin_cache.c         the worker's Idle cache and its
+ *                                 invalidation (LISTEN mdm_checkin)
  */
 
 
@@ -56,6 +58,10 @@ typedef struct {
     ngx_flag_t                 events;
     ngx_uint_t                 events_maxlen;
     ngx_msec_t                 last_seen_interval;
+    ngx_flag_t                 cache;           /* mdm_checkin_cache */
+    ngx_msec_t                 cache_ttl;
+    ngx_uint_t                 cache_size;
+    ngx_flag_t                 prepare;         /* mdm_checkin_prepare */
     ngx_uint_t                 used;            /* some mdm_checkin */
 } ngx_http_mdm_checkin_main_conf_t;
 
@@ -96,6 +102,9 @@ struct ngx_http_mdm_checkin_ctx_s {
     size_t                             len;
     const ngx_http_mdm_checkin_step_t *step;
     const char                        *reason;   /* of a refusal */
+    uint64_t                           cache_gen; /* the Idle's query
+                                                     began at */
+    unsigned                           no_last_seen:1;
 
     /* query parameters; text ones are NUL-terminated */
     ngx_uint_t                         nparams;
@@ -153,6 +162,19 @@ void ngx_http_mdm_checkin_event(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx, const char *event, ngx_str_t *extra,
     ngx_uint_t nextra);
 ngx_int_t ngx_mdm_checkin_last_seen_init(ngx_cycle_t *cycle);
+
+/* ngx_mdm_checkin_cache.c: the Idle cache of this worker */
+ngx_int_t ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_mdm_checkin_cache_usable(void);
+ngx_int_t ngx_mdm_checkin_cache_lookup(const u_char *id, size_t len,
+    const u_char *sha256, ngx_uint_t *last_seen);
+uint64_t ngx_mdm_checkin_cache_begin(void);
+void ngx_mdm_checkin_cache_fill(const u_char *id, size_t len,
+    const u_char *sha256, uint64_t gen, time_t ttl);
+void ngx_mdm_checkin_cache_drop(const u_char *id, size_t len);
+
+/* ngx_mdm_checkin_identity.c: verified certificates of this worker */
+ngx_int_t ngx_mdm_checkin_identity_init_process(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_MDM_CHECKIN_MODULE_H_INCLUDED_ */

@@ -169,9 +169,11 @@ ngx_int_t
 ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx)
 {
+    ngx_uint_t                          last_seen;
     ngx_mdm_pg_args_t                   args;
     ngx_mdm_checkin_msg_t              *msg;
     const ngx_http_mdm_checkin_step_t  *step;
+    ngx_http_mdm_checkin_main_conf_t   *mcf;
 
     msg = &ctx->msg;
 
@@ -213,6 +215,33 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     ctx->step = step;
     ctx->nparams = 0;
 
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_mdm_checkin_module);
+
+    /*
+     * An Idle of an enrollment known to have nothing queued is answered
+     * here; any other message goes to the database and makes the worker
+     * forget what it knew of the enrollment.
+     */
+
+    if (msg->kind == NGX_MDM_CHECKIN_KIND_REPORT
+        && msg->status == NGX_MDM_CHECKIN_STATUS_IDLE)
+    {
+        if (ngx_mdm_checkin_cache_lookup(msg->id.data, msg->id.len,
+                                         ctx->identity.sha256, &last_seen)
+            == NGX_OK)
+        {
+            ctx->no_last_seen = !last_seen;
+            ngx_http_mdm_checkin_event(r, ctx, "report", NULL, 0);
+
+            return ngx_http_mdm_checkin_answer(r, NULL, 0);
+        }
+
+        ctx->cache_gen = ngx_mdm_checkin_cache_begin();
+
+    } else {
+        ngx_mdm_checkin_cache_drop(msg->id.data, msg->id.len);
+    }
+
     ngx_http_mdm_checkin_param(ctx, ctx->identity.sha256,
                                NGX_MDM_X509_SHA256_LEN, 1);
 
@@ -228,6 +257,7 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     args.lengths = ctx->lengths;
     args.formats = ctx->formats;
     args.result_format = 1;
+    args.prepare = mcf->prepare ? 1 : 0;
 
     return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_checkin_db_done);
 }
@@ -561,6 +591,18 @@ ngx_http_mdm_checkin_done_report(ngx_http_request_t *r,
     }
 
     if (PQgetisnull(res, 0, 3)) {
+
+        if (ctx->cache_gen && PQgetisnull(res, 0, 4)) {
+            /* an Idle, nothing queued: remember it */
+            ngx_mdm_checkin_cache_fill(ctx->msg.id.data, ctx->msg.id.len,
+                                       ctx->identity.sha256, ctx->cache_gen,
+                                       (ctx->identity.in_grace
+                                        ? ctx->identity.not_after
+                                          + ctx->lcf->grace
+                                        : ctx->identity.not_after)
+                                       - ngx_time());
+        }
+
         ngx_http_mdm_checkin_event(r, ctx, "report", NULL, 0);
         ngx_http_finalize_request(r, ngx_http_mdm_checkin_answer(r, NULL, 0));
         return;

@@ -42,6 +42,10 @@ typedef struct {
     int                        result_format;   /* 0 text, 1 binary */
     unsigned                   simple:1;  /* PQsendQuery, several
                                              statements, no params */
+    unsigned                   prepare:1; /* sql is a constant: prepare
+                                             it once per connection and
+                                             run it by name (not behind
+                                             a transaction pooler) */
     ngx_mdm_pg_handler_pt      handler;
     void                      *data;
     ngx_log_t                 *log;
@@ -52,6 +56,22 @@ typedef struct {
 ngx_mdm_pg_query_t *ngx_mdm_pg_query(ngx_mdm_pg_args_t *args);
 void ngx_mdm_pg_cancel(ngx_mdm_pg_query_t *q);
 ngx_uint_t ngx_mdm_pg_healthy(void);
+
+/*
+ * LISTEN on one channel on a connection of its own (one per process, not
+ * behind a transaction pooler).  handler(data, payload) for each
+ * notification; handler(data, NULL) when notifications may have been
+ * missed: LISTEN has just taken effect, or its connection was lost (it is
+ * reconnected as the pool's are).  NGX_DECLINED: no database configured,
+ * or a channel is already listened to.
+ */
+typedef void (*ngx_mdm_pg_notify_pt)(void *data, const char *payload);
+
+ngx_int_t ngx_mdm_pg_listen(const char *channel,
+    ngx_mdm_pg_notify_pt handler, void *data);
+ngx_uint_t ngx_mdm_pg_listening(void);
+/* deliver the notifications already received, without waiting */
+void ngx_mdm_pg_listen_poll(void);
 
 
 /*

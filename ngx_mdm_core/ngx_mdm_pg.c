@@ -1251,7 +1251,7 @@ ngx_mdm_pg_listen_done(ngx_mdm_pg_conn_t *pc)
     ngx_mdm_pg_pool.listening = 1;
 
     ngx_log_error(NGX_LOG_INFO, ngx_mdm_pg_pool.log, 0,
-                  "mdm postgres listening on \\"%s\\"",
+                  "mdm postgres listening on \"%s\"",
                   ngx_mdm_pg_pool.channel);
 
     /* whatever came before LISTEN took effect was missed */

@@ -117,6 +117,10 @@ INSERT INTO mdm_enrollments (id, device_id, channel, enrollment_type, udid,
     user_id, user_short_name, topic, push_token, push_magic, enabled)
 VALUES ('DEV1:USER1', 'DEV1', 'user', 'User', 'DEV1', 'USER1', 'alice',
         'com.apple.mgmt.test', '\x0506', 'MAGIC-SECRET-U', true);
+INSERT INTO mdm_enrollments (id, device_id, channel, enrollment_type,
+    enabled)
+VALUES (E'odd "id", {with} \\ and ünïcödé', 'ODD', 'device', 'Device',
+        true);
 INSERT INTO mdm_enrollments (id, device_id, channel, enrollment_type, udid,
     topic, push_token, push_magic, enabled)
 SELECT 'BULK-' || lpad(g::text, 6, '0'), 'BULK-' || lpad(g::text, 6, '0'),
@@ -229,6 +233,21 @@ pass('the push hint was published');
 $t->stop_spawned($subscriber);
 
 $t->psql('DELETE FROM mdm_push_requests');
+
+# an ID with quotes, braces, a comma, a backslash and non-ASCII letters
+
+my $odd = "odd \"id\", {with} \\ and \x{fc}n\x{ef}c\x{f6}d\x{e9}";
+$r = $t->http(POST => '/api/v1/mdm/commands', headers => {
+    Authorization => $AUTH, 'Content-Type' => 'application/json' },
+    body => JSON::PP->new->utf8->encode({ enrollment_ids => [ $odd ],
+        command => { RequestType => 'ProfileList' } }));
+is($r->{status}, 200, 'an ID with quotes, braces and a backslash')
+    or diag $r->{body};
+is_deeply([ keys %{ JSON::PP->new->utf8->decode($r->{body})->{enrollments} } ],
+          [ $odd ], 'comes back the same');
+is($t->psql("SELECT count(*) FROM mdm_queue WHERE enrollment_id = "
+            . "E'odd \"id\", {with} \\\\ and ünïcödé'"), 1,
+   'and is queued under its exact ID');
 
 # options: a given UUID, no push, priority, expiry, data fields
 
@@ -726,6 +745,37 @@ is_error(api(POST => 'certificates/revoke', body => { serials => [ 5001 ],
          400, qr/CRLReason/, 'a reason that is no revocation');
 is_error(api(POST => 'certificates/revoke', body => {}), 400,
          qr/serials/, 'nothing to revoke');
+
+###########################################################################
+# HEAD, trailing slashes
+
+$r = $t->http(HEAD => '/api/v1/mdm/enrollments/DEV1/',
+              headers => { Authorization => $AUTH });
+is($r->{status}, 200, 'HEAD with a trailing slash');
+is($r->{body}, '', 'no body');
+
+###########################################################################
+# the queue's references (008_api.sql): checked per statement
+
+like($t->run_command([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d',
+                       $t->pg_conninfo, '-c',
+                       "INSERT INTO mdm_queue (enrollment_id, command_uuid) "
+                       . "VALUES ('NOPE', '$uuid')" ])->{stderr},
+     qr/mdm_queue: no enrollment 'NOPE'/, 'a queue row needs its enrollment');
+like($t->run_command([ 'psql', '-X', '-d', $t->pg_conninfo, '-c',
+                       "INSERT INTO mdm_queue (enrollment_id, command_uuid) "
+                       . "VALUES ('DEV3', 'NOPE')" ])->{stderr},
+     qr/mdm_queue: no command 'NOPE'/, 'and its command');
+like($t->run_command([ 'psql', '-X', '-d', $t->pg_conninfo, '-c',
+                       "UPDATE mdm_queue SET enrollment_id = 'DEV3' "
+                       . "WHERE command_uuid = '$uuid'" ])->{stderr},
+     qr/do not change/, 'its keys do not change');
+$t->psql("DELETE FROM mdm_commands WHERE command_uuid = 'raw-uuid-1'");
+is($t->psql("SELECT count(*) FROM mdm_queue WHERE command_uuid = "
+            . "'raw-uuid-1'"), 0, 'deleting a command deletes its rows');
+$t->psql("DELETE FROM mdm_enrollments WHERE id = 'DEV2'");
+is($t->psql("SELECT count(*) FROM mdm_queue WHERE enrollment_id = 'DEV2'"),
+   0, 'deleting an enrollment deletes its rows');
 
 ###########################################################################
 # PostgreSQL down: 503 with Retry-After, at once

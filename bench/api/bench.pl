@@ -83,6 +83,29 @@ CHECKPOINT;
 SQL
 
 my @ids = $t->psql_rows("SELECT id FROM mdm_enrollments ORDER BY random()");
+
+# CPU seconds (user + system) of a process, and of the whole cluster: the
+# machine may be shared, so the wall time alone says little
+sub cpu {
+    my ($pid) = @_;
+    my $stat = $t->read_file("/proc/$pid/stat") // return 0;
+    my @f = split ' ', ($stat =~ /\) (.*)/s)[0];
+    return ($f[11] + $f[12]) / 100;
+}
+
+sub pg_cpu {
+    my $master = $t->pg_pid;
+    my $sum = cpu($master);
+    opendir my $dh, '/proc' or die;
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        my $stat = $t->read_file("/proc/$pid/stat") // next;
+        my ($ppid) = $stat =~ /\) \S (\d+)/ or next;
+        $sum += cpu($pid) if $ppid == $master;
+    }
+    return $sum;
+}
+
+my ($worker) = $t->worker_pids;
 my $json = JSON::PP->new;
 
 my @rows;
@@ -99,6 +122,7 @@ for my $push (0, 1) {
             });
             my $file = $t->write_file("body-$n.json", $body);
 
+            my ($ngx0, $pg0) = (cpu($worker), pg_cpu());
             my $r = $t->http(POST => '/api/v1/mdm/commands',
                              headers => { Authorization => $auth,
                                           'Content-Type' =>
@@ -107,6 +131,7 @@ for my $push (0, 1) {
             die "enqueue failed: $r->{status} "
                 . substr($r->{body}, 0, 300) . "\n"
                 unless $r->{status} == 200;
+            my ($ngx1, $pg1) = (cpu($worker), pg_cpu());
             my $uuid = $json->decode($r->{body})->{command_uuid};
 
             # committed before the answer: count at once, no waiting
@@ -114,20 +139,24 @@ for my $push (0, 1) {
                                 . "WHERE command_uuid = '$uuid'");
             die "only $rows of $n queue rows committed\n" if $rows != $n;
 
-            push @times, $r->{time};
-            printf STDERR "push=%d n=%d run=%d: %.3f s (%d bytes sent, "
-                          . "%d received)\n", $push, $n, $run, $r->{time},
-                          length $body, length $r->{body};
+            push @times, [ $r->{time}, $ngx1 - $ngx0, $pg1 - $pg0 ];
+            printf STDERR "push=%d n=%d run=%d: %.3f s, CPU nginx %.2f s, "
+                          . "PostgreSQL %.2f s (%d bytes sent, %d "
+                          . "received)\n", $push, $n, $run, $r->{time},
+                          $ngx1 - $ngx0, $pg1 - $pg0, length $body,
+                          length $r->{body};
 
             # the next run starts from the same state
             $t->psql("DELETE FROM mdm_queue WHERE command_uuid = '$uuid'; "
                      . "DELETE FROM mdm_commands WHERE command_uuid = "
                      . "'$uuid'; DELETE FROM mdm_push_requests; "
-                     . "VACUUM ANALYZE mdm_queue; CHECKPOINT");
+                     . "VACUUM ANALYZE mdm_queue");
         }
-        my @sorted = sort { $a <=> $b } @times;
-        push @rows, [ $n, $push ? 'true' : 'false', $sorted[0],
-                      $sorted[$#sorted / 2], $sorted[-1] ];
+        my @sorted = sort { $a->[0] <=> $b->[0] } @times;
+        my $median = $sorted[$#sorted / 2];
+        push @rows, [ $n, $push ? 'true' : 'false', $sorted[0][0],
+                      $median->[0], $sorted[-1][0], $median->[1],
+                      $median->[2] ];
     }
 }
 
@@ -140,6 +169,9 @@ my $load = (split ' ', $t->read_file('/proc/loadavg') // '')[0];
 print "\nOne POST /commands, $runs runs each, seconds from the request's "
     . "first byte to the answer's last (rows committed).\n";
 print "Machine: $cpu, $cores cores, load average $load at the end.\n\n";
-print "| enrollments | push | best | median | worst |\n";
-print "|---:|:---:|---:|---:|---:|\n";
-printf "| %d | %s | %.3f | %.3f | %.3f |\n", @$_ for @rows;
+print "| enrollments | push | best s | median s | worst s "
+    . "| CPU nginx s | CPU PostgreSQL s |\n";
+print "|---:|:---:|---:|---:|---:|---:|---:|\n";
+printf "| %d | %s | %.3f | %.3f | %.3f | %.2f | %.2f |\n", @$_ for @rows;
+print "\n(CPU: of the median run; PostgreSQL's is every process of the "
+    . "cluster, WAL writer and checkpointer included.)\n";

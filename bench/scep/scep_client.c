@@ -18,6 +18,7 @@
  *   scep_client run -url http://127.0.0.1:PORT/path?query -c C
  *       [-dir DIR -n N] [-requests N] [-seconds S]
  *       [-verify CA.pem] (PKIOperation: open every answer afterwards)
+ *       SIGTERM: stop sending, print the figures of what was answered
  *
  * -key generates the key into FILE when it does not exist.  "run" posts
  * DIR/msg_NNNNNN.der (or GETs the URL when there is no -dir) over C
@@ -31,6 +32,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +55,10 @@
 
 
 #define MAX_ARGS  32
+
+
+/* "run" stops sending on SIGTERM and prints what it measured */
+static volatile sig_atomic_t  stop;
 
 
 typedef struct {
@@ -82,6 +88,7 @@ typedef struct {
 } conn_t;
 
 
+static void on_term(int signo);
 static const char *arg(args_t *a, const char *name, const char *def);
 static void die(const char *fmt, const char *s);
 static blob_t read_blob(const char *path);
@@ -143,6 +150,13 @@ main(int argc, char **argv)
     fprintf(stderr, "unknown command %s\n", argv[1]);
 
     return 2;
+}
+
+
+static void
+on_term(int signo)
+{
+    stop = 1;
 }
 
 
@@ -795,7 +809,7 @@ static int
 cmd_run(args_t *a)
 {
     int                   c, i, j, ep, n, total, ok, failed, status, dup;
-    int                   port, nev, k, keys, done, opened;
+    int                   port, nev, k, keys, done, opened, eof;
     char                  host[64], path[2048], file[1024], *p, *q, *e;
     char                  head[4096];
     long                  next;
@@ -846,6 +860,9 @@ cmd_run(args_t *a)
         }
     }
 
+    signal(SIGTERM, on_term);
+    signal(SIGPIPE, SIG_IGN);
+
     ep = epoll_create1(0);
 
     memset(&sin, 0, sizeof(sin));
@@ -874,7 +891,7 @@ cmd_run(args_t *a)
         for (i = 0; i < c; i++) {
             cn = &conns[i];
 
-            if (cn->msg >= 0 || next >= total
+            if (cn->msg >= 0 || next >= total || stop
                 || (limit > 0 && now_ms() - t0 > limit))
             {
                 continue;
@@ -936,7 +953,7 @@ cmd_run(args_t *a)
             }
         }
 
-        if (limit > 0 && next < total && now_ms() - t0 > limit) {
+        if ((stop || (limit > 0 && now_ms() - t0 > limit)) && next < total) {
             total = next;
         }
 
@@ -946,12 +963,17 @@ cmd_run(args_t *a)
 
         nev = epoll_wait(ep, evs, 256, 10000);
 
+        if (nev < 0 && errno == EINTR) {
+            continue;
+        }
+
         if (nev <= 0) {
             die("no answer for 10 s%s", "");
         }
 
         for (j = 0; j < nev; j++) {
             cn = &conns[evs[j].data.u32];
+            eof = 0;
 
             for ( ;; ) {
                 if (cn->resp_len == cn->resp_size) {
@@ -966,9 +988,13 @@ cmd_run(args_t *a)
                     break;
                 }
 
-                if (r <= 0) {
-                    die("connection closed: %s",
-                        r == 0 ? "by the server" : strerror(errno));
+                if (r == 0) {
+                    eof = 1;
+                    break;
+                }
+
+                if (r < 0) {
+                    die("connection failed: %s", strerror(errno));
                 }
 
                 cn->resp_len += r;
@@ -977,6 +1003,18 @@ cmd_run(args_t *a)
             /* complete? */
 
             e = memmem(cn->resp, cn->resp_len, "\r\n\r\n", 4);
+
+            if (eof && (e == NULL || cn->msg < 0)) {
+                if (cn->msg >= 0) {
+                    die("connection closed by the server%s", "");
+                }
+
+                epoll_ctl(ep, EPOLL_CTL_DEL, cn->fd, NULL);
+                close(cn->fd);
+                cn->fd = -1;
+                continue;
+            }
+
             if (e == NULL || cn->msg < 0) {
                 continue;
             }
@@ -1012,6 +1050,13 @@ cmd_run(args_t *a)
             cn->msg = -1;
             cn->resp_len = 0;
             done++;
+
+            /* keepalive_requests reached: the next request reconnects */
+            if (eof || strcasestr(head, "\r\nConnection: close") != NULL) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, cn->fd, NULL);
+                close(cn->fd);
+                cn->fd = -1;
+            }
         }
     }
 

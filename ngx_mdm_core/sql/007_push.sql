@@ -10,8 +10,8 @@
 -- a TokenUpdate stores a token and clears it.
 ALTER TABLE mdm_enrollments
     ADD COLUMN last_push_at           timestamptz,
-    ADD COLUMN last_push_id           text,          -- apns-id of the last 200
-    ADD COLUMN last_push_error        text,          -- APNs reason, NULL after a 200
+    ADD COLUMN last_push_id           text,     -- apns-id of the last 200
+    ADD COLUMN last_push_error        text,     -- reason; NULL after a 200
     ADD COLUMN push_token_invalid_at  timestamptz;
 
 -- One row per enrollment that wants a push: requests for one enrollment

@@ -88,7 +88,9 @@ BEGIN
             MESSAGE = format('mdm_queue: no enrollment %L', v_missing);
     END IF;
 
-    SELECT n.command_uuid INTO v_missing FROM mdm_queue_new n
+    -- one command for many rows: look each up once
+    SELECT n.command_uuid INTO v_missing
+    FROM (SELECT DISTINCT command_uuid FROM mdm_queue_new) AS n
     WHERE NOT EXISTS (SELECT 1 FROM mdm_commands c
                       WHERE c.command_uuid = n.command_uuid)
     LIMIT 1;

@@ -115,11 +115,15 @@ CREATE TRIGGER mdm_cert_bindings_notify
     FOR EACH STATEMENT EXECUTE FUNCTION mdm_checkin_notify_all();
 
 
--- The binding check in one statement: revoked first, then the binding.
+-- The binding check in one statement (plpgsql: its plan is cached per
+-- session): revoked first, then the binding.
 CREATE OR REPLACE FUNCTION mdm_checkin_auth(p_sha256 bytea,
     p_device_id text, p_grace integer)
 RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_code  text;
+BEGIN
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM mdm_certificates
                      WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL)
@@ -129,9 +133,12 @@ LANGUAGE sql STABLE AS $$
         WHEN b.not_after + make_interval(secs => p_grace) < now()
             THEN 'expired'
         ELSE 'ok'
-    END
+    END INTO v_code
     FROM (SELECT 1) AS one
-    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256
+    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256;
+
+    RETURN v_code;
+END
 $$;
 
 
@@ -148,12 +155,21 @@ DECLARE
     v_expired  text;
     v_next     record;
 BEGIN
-    SELECT CASE WHEN a.code <> 'ok' THEN a.code
-                WHEN e.id IS NULL THEN 'unknown'
-                ELSE 'ok' END
-    INTO v_code
-    FROM mdm_checkin_auth(p_sha256, p_device_id, p_grace) AS a(code)
-    LEFT JOIN mdm_enrollments e ON e.id = p_id;
+    -- mdm_checkin_auth() and the enrollment, in one statement
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM mdm_certificates
+                     WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL)
+            THEN 'revoked'
+        WHEN b.enrollment_id IS NULL THEN 'unbound'
+        WHEN b.enrollment_id <> p_device_id THEN 'mismatch'
+        WHEN b.not_after + make_interval(secs => p_grace) < now()
+            THEN 'expired'
+        WHEN NOT EXISTS (SELECT 1 FROM mdm_enrollments WHERE id = p_id)
+            THEN 'unknown'
+        ELSE 'ok'
+    END INTO v_code
+    FROM (SELECT 1) AS one
+    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256;
 
     IF v_code <> 'ok' THEN
         RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,

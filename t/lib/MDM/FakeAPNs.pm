@@ -211,14 +211,16 @@ sub count {
     return scalar $self->pushes($token);
 }
 
-# nginx's connection numbers of the pushes (from the access log)
+# From the access log: { nginx connection number => pushes on it }, of
+# every push, or of those whose token is a key of %$tokens.
 sub connections {
-    my ($self) = @_;
-    open my $fh, '<', $self->{access} or return ();
+    my ($self, $tokens) = @_;
+    open my $fh, '<', $self->{access} or return {};
     my %seen;
     for (<$fh>) {
         my ($conn, $uri) = split ' ';
-        $seen{$conn}++ if $uri =~ m{^/3/device/};
+        my ($token) = $uri =~ m{^/3/device/([0-9a-f]+)$} or next;
+        $seen{$conn}++ if !$tokens || $tokens->{$token};
     }
     return \%seen;
 }
