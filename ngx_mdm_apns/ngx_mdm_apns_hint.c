@@ -50,9 +50,9 @@ static void ngx_mdm_apns_hint_close(const char *why);
 static void ngx_mdm_apns_hint_timer(ngx_event_t *ev);
 
 
+/* SUBSCRIBE mdm:push in RESP; the 8 is the channel's length */
 static const char  ngx_mdm_apns_hint_subscribe[] =
-    "*2\r\n$9\r\nSUBSCRIBE\r\n$"
-    "8\r\n" NGX_MDM_APNS_HINT_CHANNEL "\r\n";
+    "*2\r\n$9\r\nSUBSCRIBE\r\n$8\r\n" NGX_MDM_APNS_HINT_CHANNEL "\r\n";
 
 
 static ngx_mdm_apns_hint_t  ngx_mdm_apns_hint;

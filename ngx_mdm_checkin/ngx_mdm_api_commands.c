@@ -323,7 +323,7 @@ static ngx_int_t
 ngx_http_mdm_api_query_ids(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    u_char      *p, *end, *amp, *eq, *s, *comma;
+    u_char      *p, *end, *amp, *eq, *s, *comma, *dst;
     ngx_str_t    name, value;
     ngx_uint_t   n, list;
 
@@ -376,16 +376,16 @@ ngx_http_mdm_api_query_ids(ngx_http_request_t *r,
         value.data = eq + 1;
         value.len = amp - value.data;
 
-        p = ngx_pnalloc(r->pool, value.len + 1);
-        if (p == NULL) {
+        dst = ngx_pnalloc(r->pool, value.len + 1);
+        if (dst == NULL) {
             return ngx_mdm_api_bad(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    "out of memory");
         }
 
-        s = p;
-        ngx_unescape_uri(&p, &value.data, value.len, 0);
+        s = dst;
+        ngx_unescape_uri(&dst, &value.data, value.len, 0);
         value.data = s;
-        value.len = p - s;
+        value.len = dst - s;
 
         while (value.len) {
             comma = list ? ngx_strlchr(value.data, value.data + value.len,

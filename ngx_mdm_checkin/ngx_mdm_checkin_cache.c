@@ -23,8 +23,17 @@
  * fills the cache only if neither its enrollment nor the whole cache was
  * invalidated since (an invalidated enrollment keeps an entry, a
  * "tombstone", for that; evicting one counts as invalidating everything
- * for the queries under way).  A notification already received but not yet
- * read is read before each hit (ngx_mdm_pg_listen_poll).
+ * for the queries under way).
+ *
+ * A notification reaches the worker some time after the commit that sent
+ * it: an enqueuer may see its commit, and a device its push, before the
+ * worker has heard of it.  So a hit is answered only after a "sync", a
+ * round trip on the LISTEN connection that began after the request came
+ * (ngx_mdm_pg_listen_sync: PostgreSQL sends the notifications of every
+ * transaction committed before a query ahead of its answer), and the entry
+ * is looked up again then.  One sync serves every request that came before
+ * it was sent: an empty query per batch of Idles instead of a statement
+ * per Idle.
  */
 
 
@@ -65,7 +74,11 @@ typedef struct {
     ngx_log_t                      *log;
     ngx_uint_t                      hits;
     ngx_uint_t                      fills;
+    ngx_queue_t                     synced;     /* the sync under way
+                                                   covers them */
+    ngx_queue_t                     unsynced;   /* came after it was sent */
     unsigned                        enabled:1;
+    unsigned                        syncing:1;
 } ngx_mdm_checkin_cache_t;
 
 
@@ -77,6 +90,8 @@ static void ngx_mdm_checkin_cache_free(ngx_mdm_checkin_cache_entry_t *e);
 static void ngx_mdm_checkin_cache_invalidate(const u_char *id, size_t len);
 static void ngx_mdm_checkin_cache_flush(void);
 static void ngx_mdm_checkin_cache_notify(void *data, const char *payload);
+static void ngx_mdm_checkin_cache_synced(void *data, ngx_int_t rc);
+static void ngx_mdm_checkin_cache_resume(ngx_queue_t *list, ngx_int_t rc);
 
 
 static ngx_mdm_checkin_cache_t  ngx_mdm_checkin_cache;
@@ -117,8 +132,9 @@ ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle)
 
     for (size = 64; size < mcf->cache_size; size <<= 1) { /* void */ }
 
-    cache->buckets = ngx_pcalloc(cycle->pool,
-                             size * sizeof(ngx_mdm_checkin_cache_entry_t *));
+    /* calloc(): untouched buckets take no memory */
+    cache->buckets = ngx_calloc(size * sizeof(ngx_mdm_checkin_cache_entry_t *),
+                                cycle->log);
     if (cache->buckets == NULL) {
         return NGX_ERROR;
     }
@@ -130,9 +146,12 @@ ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle)
     cache->gen = 1;
     cache->flush_gen = 1;
     ngx_queue_init(&cache->lru);
+    ngx_queue_init(&cache->synced);
+    ngx_queue_init(&cache->unsynced);
 
     if (ngx_mdm_pg_listen(NGX_MDM_CHECKIN_CACHE_CHANNEL,
-                          ngx_mdm_checkin_cache_notify, NULL)
+                          ngx_mdm_checkin_cache_notify,
+                          ngx_mdm_checkin_cache_synced, NULL)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
@@ -459,5 +478,96 @@ ngx_mdm_checkin_cache_notify(void *data, const char *payload)
         }
 
         p = nl + 1;
+    }
+}
+
+
+/*
+ * A hit waits for a sync that begins after it: NGX_OK (r is kept until
+ * ngx_http_mdm_checkin_idle_synced() is called), or NGX_DECLINED (no sync
+ * possible: ask the database).
+ */
+
+ngx_int_t
+ngx_mdm_checkin_cache_wait(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx)
+{
+    ngx_mdm_checkin_cache_t  *cache;
+
+    cache = &ngx_mdm_checkin_cache;
+
+    ctx->request = r;
+
+    if (cache->syncing) {
+        ngx_queue_insert_tail(&cache->unsynced, &ctx->sync_link);
+        r->main->count++;
+        return NGX_OK;
+    }
+
+    if (ngx_mdm_pg_listen_sync() != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    cache->syncing = 1;
+    ngx_queue_insert_tail(&cache->synced, &ctx->sync_link);
+    r->main->count++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_mdm_checkin_cache_synced(void *data, ngx_int_t rc)
+{
+    ngx_queue_t               done;
+    ngx_mdm_checkin_cache_t  *cache;
+
+    cache = &ngx_mdm_checkin_cache;
+    cache->syncing = 0;
+
+    ngx_queue_init(&done);
+
+    if (!ngx_queue_empty(&cache->synced)) {
+        ngx_queue_add(&done, &cache->synced);
+        ngx_queue_init(&cache->synced);
+    }
+
+    /* the next batch's sync goes out first */
+
+    if (!ngx_queue_empty(&cache->unsynced)) {
+        ngx_queue_add(&cache->synced, &cache->unsynced);
+        ngx_queue_init(&cache->unsynced);
+
+        if (rc == NGX_OK && ngx_mdm_pg_listen_sync() == NGX_OK) {
+            cache->syncing = 1;
+
+        } else {
+            ngx_queue_add(&done, &cache->synced);
+            ngx_queue_init(&cache->synced);
+        }
+    }
+
+    ngx_mdm_checkin_cache_resume(&done, rc);
+}
+
+
+static void
+ngx_mdm_checkin_cache_resume(ngx_queue_t *list, ngx_int_t rc)
+{
+    ngx_queue_t                 *q;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_mdm_checkin_ctx_t  *ctx;
+
+    while (!ngx_queue_empty(list)) {
+        q = ngx_queue_head(list);
+        ngx_queue_remove(q);
+
+        ctx = ngx_queue_data(q, ngx_http_mdm_checkin_ctx_t, sync_link);
+        r = ctx->request;
+        c = r->connection;
+
+        ngx_http_mdm_checkin_idle_synced(r, ctx, rc);
+        ngx_http_run_posted_requests(c);
     }
 }

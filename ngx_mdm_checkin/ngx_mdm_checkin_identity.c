@@ -309,11 +309,16 @@ ngx_mdm_checkin_identity_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    /* the X509s it holds are freed when the worker exits */
+    /*
+     * calloc(): zeroed pages that take no memory until used (a server
+     * that never sees a forwarded certificate never touches them).  The
+     * X509s it holds are freed when the worker exits.
+     */
 
-    ngx_http_mdm_checkin_forwarded = ngx_pcalloc(cycle->pool,
+    ngx_http_mdm_checkin_forwarded = ngx_calloc(
                                  NGX_MDM_CHECKIN_FORWARDED_SLOTS
-                                 * sizeof(ngx_http_mdm_checkin_verified_t));
+                                 * sizeof(ngx_http_mdm_checkin_verified_t),
+                                 cycle->log);
 
     return ngx_http_mdm_checkin_forwarded ? NGX_OK : NGX_ERROR;
 }

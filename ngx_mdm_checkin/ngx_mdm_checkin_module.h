@@ -104,6 +104,8 @@ struct ngx_http_mdm_checkin_ctx_s {
     const char                        *reason;   /* of a refusal */
     uint64_t                           cache_gen; /* the Idle's query
                                                      began at */
+    ngx_http_request_t                *request;
+    ngx_queue_t                        sync_link; /* waiting for a sync */
     unsigned                           no_last_seen:1;
 
     /* query parameters; text ones are NUL-terminated */
@@ -172,6 +174,11 @@ uint64_t ngx_mdm_checkin_cache_begin(void);
 void ngx_mdm_checkin_cache_fill(const u_char *id, size_t len,
     const u_char *sha256, uint64_t gen, time_t ttl);
 void ngx_mdm_checkin_cache_drop(const u_char *id, size_t len);
+ngx_int_t ngx_mdm_checkin_cache_wait(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx);
+/* store.c: the sync is done (NGX_OK) or failed: answer or ask the database */
+void ngx_http_mdm_checkin_idle_synced(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx, ngx_int_t rc);
 
 /* ngx_mdm_checkin_identity.c: verified certificates of this worker */
 ngx_int_t ngx_mdm_checkin_identity_init_process(ngx_cycle_t *cycle);

@@ -42,6 +42,8 @@ static void ngx_http_mdm_checkin_param_str(ngx_http_mdm_checkin_ctx_t *ctx,
 static void ngx_http_mdm_checkin_param_bool(ngx_http_mdm_checkin_ctx_t *ctx,
     int value);
 
+static ngx_int_t ngx_http_mdm_checkin_query(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx);
 static void ngx_http_mdm_checkin_db_done(ngx_http_request_t *r,
     PGresult *res, ngx_int_t rc);
 static void ngx_http_mdm_checkin_done_empty(ngx_http_request_t *r,
@@ -170,10 +172,8 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx)
 {
     ngx_uint_t                          last_seen;
-    ngx_mdm_pg_args_t                   args;
     ngx_mdm_checkin_msg_t              *msg;
     const ngx_http_mdm_checkin_step_t  *step;
-    ngx_http_mdm_checkin_main_conf_t   *mcf;
 
     msg = &ctx->msg;
 
@@ -213,9 +213,6 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     }
 
     ctx->step = step;
-    ctx->nparams = 0;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_mdm_checkin_module);
 
     /*
      * An Idle of an enrollment known to have nothing queued is answered
@@ -228,18 +225,67 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
     {
         if (ngx_mdm_checkin_cache_lookup(msg->id.data, msg->id.len,
                                          ctx->identity.sha256, &last_seen)
-            == NGX_OK)
+            == NGX_OK
+            && ngx_mdm_checkin_cache_wait(r, ctx) == NGX_OK)
         {
-            ctx->no_last_seen = !last_seen;
-            ngx_http_mdm_checkin_event(r, ctx, "report", NULL, 0);
-
-            return ngx_http_mdm_checkin_answer(r, NULL, 0);
+            /* answered once the notifications are known to be in */
+            return NGX_DONE;
         }
-
-        ctx->cache_gen = ngx_mdm_checkin_cache_begin();
 
     } else {
         ngx_mdm_checkin_cache_drop(msg->id.data, msg->id.len);
+    }
+
+    return ngx_http_mdm_checkin_query(r, ctx);
+}
+
+
+/* a hit waited for the sync: look again, then answer or ask the database */
+
+void
+ngx_http_mdm_checkin_idle_synced(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_uint_t              last_seen;
+    ngx_mdm_checkin_msg_t  *msg;
+
+    msg = &ctx->msg;
+
+    if (rc == NGX_OK
+        && ngx_mdm_checkin_cache_lookup(msg->id.data, msg->id.len,
+                                        ctx->identity.sha256, &last_seen)
+           == NGX_OK)
+    {
+        ctx->no_last_seen = !last_seen;
+        ngx_http_mdm_checkin_event(r, ctx, "report", NULL, 0);
+
+        ngx_http_finalize_request(r, ngx_http_mdm_checkin_answer(r, NULL, 0));
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_mdm_checkin_query(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_mdm_checkin_query(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx)
+{
+    ngx_mdm_pg_args_t                   args;
+    ngx_mdm_checkin_msg_t              *msg;
+    const ngx_http_mdm_checkin_step_t  *step;
+    ngx_http_mdm_checkin_main_conf_t   *mcf;
+
+    msg = &ctx->msg;
+    step = ctx->step;
+    ctx->nparams = 0;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_mdm_checkin_module);
+
+    if (msg->kind == NGX_MDM_CHECKIN_KIND_REPORT
+        && msg->status == NGX_MDM_CHECKIN_STATUS_IDLE)
+    {
+        ctx->cache_gen = ngx_mdm_checkin_cache_begin();
     }
 
     ngx_http_mdm_checkin_param(ctx, ctx->identity.sha256,

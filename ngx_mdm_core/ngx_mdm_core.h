@@ -66,12 +66,21 @@ ngx_uint_t ngx_mdm_pg_healthy(void);
  * or a channel is already listened to.
  */
 typedef void (*ngx_mdm_pg_notify_pt)(void *data, const char *payload);
+typedef void (*ngx_mdm_pg_sync_pt)(void *data, ngx_int_t rc);
 
 ngx_int_t ngx_mdm_pg_listen(const char *channel,
-    ngx_mdm_pg_notify_pt handler, void *data);
+    ngx_mdm_pg_notify_pt handler, ngx_mdm_pg_sync_pt sync, void *data);
 ngx_uint_t ngx_mdm_pg_listening(void);
 /* deliver the notifications already received, without waiting */
 void ngx_mdm_pg_listen_poll(void);
+/*
+ * A round trip on the LISTEN connection: when sync(data, NGX_OK) is called,
+ * the notifications of every transaction committed before the call have
+ * been delivered (NGX_ERROR: the connection was lost).  NGX_OK: sent,
+ * NGX_BUSY: one is under way (its answer may not cover this call),
+ * NGX_DECLINED: not listening.
+ */
+ngx_int_t ngx_mdm_pg_listen_sync(void);
 
 
 /*

@@ -88,8 +88,10 @@ typedef struct {
     ngx_mdm_pg_conn_t               listener;
     const char                     *channel;
     ngx_mdm_pg_notify_pt            notify;
+    ngx_mdm_pg_sync_pt              sync;
     void                           *notify_data;
     unsigned                        listening:1;
+    unsigned                        syncing:1;
 } ngx_mdm_pg_pool_t;
 
 
@@ -1136,7 +1138,7 @@ ngx_mdm_pg_send_prepared(ngx_mdm_pg_conn_t *pc, ngx_mdm_pg_query_t *q)
 
 ngx_int_t
 ngx_mdm_pg_listen(const char *channel, ngx_mdm_pg_notify_pt handler,
-    void *data)
+    ngx_mdm_pg_sync_pt sync, void *data)
 {
     ngx_mdm_pg_conn_t  *pc;
 
@@ -1146,6 +1148,7 @@ ngx_mdm_pg_listen(const char *channel, ngx_mdm_pg_notify_pt handler,
 
     ngx_mdm_pg_pool.channel = channel;
     ngx_mdm_pg_pool.notify = handler;
+    ngx_mdm_pg_pool.sync = sync;
     ngx_mdm_pg_pool.notify_data = data;
 
     pc = &ngx_mdm_pg_pool.listener;
@@ -1195,6 +1198,44 @@ ngx_mdm_pg_listen_poll(void)
 }
 
 
+/*
+ * A sync: an empty query on the LISTEN connection.  The server sends the
+ * notifications of every transaction that committed before the query
+ * arrived ahead of the query's answer (PostgreSQL processes a pending
+ * notify interrupt before ReadyForQuery), so when sync(data, NGX_OK) is
+ * called, every such notification has been handed to the handler.
+ * NGX_OK: sent; NGX_BUSY: one is under way; NGX_DECLINED: not listening.
+ */
+
+ngx_int_t
+ngx_mdm_pg_listen_sync(void)
+{
+    ngx_mdm_pg_conn_t  *pc;
+
+    pc = &ngx_mdm_pg_pool.listener;
+
+    if (ngx_mdm_pg_pool.syncing) {
+        return NGX_BUSY;
+    }
+
+    if (!ngx_mdm_pg_pool.listening || pc->state != ngx_mdm_pg_state_idle) {
+        return NGX_DECLINED;
+    }
+
+    if (!PQsendQuery(pc->pgconn, "") || PQflush(pc->pgconn) < 0) {
+        ngx_mdm_pg_broken(pc, PQerrorMessage(pc->pgconn));
+        return NGX_DECLINED;
+    }
+
+    pc->state = ngx_mdm_pg_state_busy;
+    ngx_mdm_pg_pool.syncing = 1;
+
+    ngx_add_timer(&pc->timer, ngx_mdm_pg_pool.cmcf->pg_timeout);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc)
 {
@@ -1236,6 +1277,24 @@ ngx_mdm_pg_listen_done(ngx_mdm_pg_conn_t *pc)
     res = pc->result;
     pc->result = NULL;
 
+    if (ngx_mdm_pg_pool.syncing) {
+        if (res) {
+            PQclear(res);
+        }
+
+        pc->state = ngx_mdm_pg_state_idle;
+        ngx_mdm_pg_pool.syncing = 0;
+
+        /* the notifications came before the answer: first them */
+        ngx_mdm_pg_notifies(pc);
+
+        if (ngx_mdm_pg_pool.sync) {
+            ngx_mdm_pg_pool.sync(ngx_mdm_pg_pool.notify_data, NGX_OK);
+        }
+
+        return;
+    }
+
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
         ngx_mdm_pg_broken(pc, res ? PQresultErrorMessage(res)
                                   : "LISTEN failed");
@@ -1267,6 +1326,14 @@ ngx_mdm_pg_listen_lost(void)
     if (ngx_mdm_pg_pool.listening) {
         ngx_mdm_pg_pool.listening = 0;
         ngx_mdm_pg_pool.notify(ngx_mdm_pg_pool.notify_data, NULL);
+    }
+
+    if (ngx_mdm_pg_pool.syncing) {
+        ngx_mdm_pg_pool.syncing = 0;
+
+        if (ngx_mdm_pg_pool.sync) {
+            ngx_mdm_pg_pool.sync(ngx_mdm_pg_pool.notify_data, NGX_ERROR);
+        }
     }
 }
 

@@ -419,6 +419,7 @@ ngx_http_mdm_scep_serials_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc)
 {
     int                       i, n;
+    off_t                     value;
     uint64_t                  serial;
     ngx_uint_t                have;
     ngx_http_mdm_scep_ctx_t  *ctx;
@@ -447,8 +448,14 @@ ngx_http_mdm_scep_serials_done(ngx_http_request_t *r, PGresult *res,
     ctx->serial = 0;
 
     for (i = 0; i < n; i++) {
-        serial = (uint64_t) ngx_atoof((u_char *) PQgetvalue(res, i, 0),
-                                      PQgetlength(res, i, 0));
+        value = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
+                          PQgetlength(res, i, 0));
+
+        if (value <= 0) {
+            continue;
+        }
+
+        serial = (uint64_t) value;
 
         if (ctx->serial == 0) {
             ctx->serial = serial;
@@ -460,7 +467,7 @@ ngx_http_mdm_scep_serials_done(ngx_http_request_t *r, PGresult *res,
         }
     }
 
-    if (ctx->serial == 0 || ctx->serial == (uint64_t) NGX_ERROR) {
+    if (ctx->serial == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "mdm scep: bad serial from mdm_certificate_serial");
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);

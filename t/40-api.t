@@ -394,6 +394,20 @@ like($t->psql("SELECT convert_from(command, 'UTF8') FROM mdm_commands "
      qr{<key>CommandUUID</key>\s*<string>$j->{command_uuid}</string>},
      'and written into the stored plist');
 
+# a binary plist, as plistutil writes it
+$t->write_file('bin-in.plist', $raw =~ s/raw-uuid-1/bin-uuid-1/r);
+$t->run_command([ 'plistutil', '-i', $t->path('bin-in.plist'),
+                  '-o', $t->path('bin.plist'), '-f', 'bin' ]);
+like($t->read_file('bin.plist') // '', qr/^bplist00/, 'a binary plist');
+$r = $t->http(POST => '/api/v1/mdm/commands?enrollment_id=DEV1&push=0',
+              headers => { Authorization => $AUTH,
+                           'Content-Type' => 'application/x-apple-plist' },
+              body_file => $t->path('bin.plist'));
+is($r->{status}, 200, 'a binary plist is taken') or diag $r->{body};
+like($t->psql("SELECT convert_from(command, 'UTF8') FROM mdm_commands "
+              . "WHERE command_uuid = 'bin-uuid-1'"),
+     qr{^<\?xml.*<string>SecurityInfo</string>}s, 'and stored as XML');
+
 $r = $t->http(POST => '/api/v1/mdm/commands?enrollment_id=DEV1',
               headers => { Authorization => $AUTH,
                            'Content-Type' => 'application/x-apple-plist' },

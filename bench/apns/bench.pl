@@ -167,6 +167,17 @@ printf "settings:                 concurrency %d, batch %d, fake %s, "
        . "nginx workers %d, %d cores, load %s\n",
        $concurrency, $batch, $fake, $workers, cores(), loadavg();
 
+# one row for `make bench`'s summary
+print "\n| pushes | written | all sent | all recorded | pushes/s "
+    . "| helper peak RSS | CPU s helper / nginx / postgres | load |\n"
+    . "|---|---|---|---|---|---|---|---|\n";
+printf "| %d | %.1f s | %.1f s | %.1f s | %.0f | %.1f MB | %s | %s |\n",
+       $n, $written, $pushed, $recorded, $n / $pushed,
+       ($hwm > $peak ? $hwm : $peak) / 1024,
+       join(' / ', map { sprintf '%.1f', ($cpu1{$_} // 0) - ($cpu0{$_} // 0) }
+                   qw(helper nginx-worker postgres)),
+       loadavg();
+
 sub status {
     my $sock = IO::Socket::IP->new(PeerHost => '127.0.0.1',
                                    PeerPort => $t->port(0)) or die "$!\n";

@@ -31,7 +31,10 @@ my %scenarios = (
     'fwd-10k'    => { mode => 'forwarded', n => 10000, workers => 2,
                       args => [ '--idle-c', '64', '--cmd-c', '8,64' ] },
     'conn-5k'    => { mode => 'tls', n => 5000, workers => 1,
+                      worker_connections => 8192,
                       args => [ '--idle-c', '64', '--idle-rate', '5000' ] },
+    'small'      => { mode => 'tls', n => 200, workers => 2,
+                      args => [ '--cmd-c', '8' ] },
     'nocache-1k' => { mode => 'tls', n => 1000, workers => 2,
                       cache => 'off', prepare => 'off',
                       args => [ '--idle-c', '64' ] },
@@ -94,6 +97,7 @@ for my $name (@run) {
         ssl_certificate_key $pki/server.key;
         ssl_verify_client optional_no_ca;
         ssl_session_cache off;
+        ssl_buffer_size 4k;
 
         mdm_checkin_ca $pki/ca.pem;
 
@@ -115,7 +119,8 @@ EOF
         worker_processes => $s->{workers},
         log_level => 'notice',
         main => 'worker_rlimit_nofile 40000;',
-        events => 'worker_connections 20000;');
+        events => 'worker_connections '
+                  . ($s->{worker_connections} // 20000) . ';');
     $t->run;
 
     $t->wait_for(sub {
@@ -146,8 +151,12 @@ EOF
     print STDERR $r->{stderr} if $r->{status} || $ENV{MDM_BENCH_VERBOSE};
     die "mdmload failed in $name ($r->{status})\n" if $r->{status};
 
+    my $load = (split ' ', $t->read_file('/proc/loadavg') // '')[0] // '?';
+    print "# load average after $name: $load\n";
+
     for my $line (grep { /^RESULT / } split /\n/, $r->{stdout}) {
         my %f = map { split /=/, $_, 2 } grep { /=/ } split ' ', $line;
+        $f{load} = $load;
         $f{scenario} = $name;
         $f{workers} = $s->{workers};
         $f{cache} = $cache;
@@ -164,8 +173,8 @@ $t->stop;
 
 print "\n| scenario | phase | devices | c | rate | p50 ms | p99 ms |"
     . " errors | nginx CPU | PostgreSQL CPU | Redis CPU | mdmload CPU |"
-    . " worker RSS MB | SQL/request (top / all) |\n";
-print "|---" x 14, "|\n";
+    . " worker RSS MB | SQL/request (top / all) | WAL flushes/s | load |\n";
+print "|---" x 16, "|\n";
 
 for my $f (@results) {
     my $unit = $f->{phase} eq 'enroll' ? 'devices'
@@ -173,11 +182,12 @@ for my $f (@results) {
     my $p50 = $f->{"${unit}_p50_ms"} // $f->{req_p50_ms};
     my $p99 = $f->{"${unit}_p99_ms"} // $f->{req_p99_ms};
     printf "| %s | %s | %s | %s | %s %s/s | %s | %s | %s | %s | %s | %s |"
-           . " %s | %s | %s |\n",
+           . " %s | %s | %s | %s | %s |\n",
         $f->{scenario}, $f->{phase}, $f->{devices}, $f->{c},
         $f->{"${unit}_per_s"}, $unit =~ s/_/ /r, $p50, $p99, $f->{errors},
         $f->{cpu_nginx}, $f->{cpu_postgres}, $f->{cpu_redis},
         $f->{cpu_mdmload}, $f->{nginx_worker_rss_mb},
         defined $f->{sql_top_per_req}
-            ? "$f->{sql_top_per_req} / $f->{sql_all_per_req}" : 'n/a';
+            ? "$f->{sql_top_per_req} / $f->{sql_all_per_req}" : 'n/a',
+        $f->{wal_flushes_per_s} // 'n/a', $f->{load};
 }

@@ -16,7 +16,7 @@
  *       prints "status=S failInfo=F certs=N crls=N serial=HEX"
  *   scep_client gen -n N -to CERT -challenge X -dir DIR [-keys K]
  *   scep_client run -url http://127.0.0.1:PORT/path?query -c C
- *       [-dir DIR -n N] [-requests N] [-seconds S]
+ *       [-dir DIR -n N] [-requests N] [-seconds S] [-interval MS]
  *       [-verify CA.pem] (PKIOperation: open every answer afterwards)
  *       SIGTERM: stop sending, print the figures of what was answered
  *
@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <arpa/inet.h>
@@ -85,6 +86,7 @@ typedef struct {
     size_t          resp_len;
     size_t          resp_size;
     double          start;
+    double          next_at;      /* -interval: not before then */
 } conn_t;
 
 
@@ -813,7 +815,7 @@ cmd_run(args_t *a)
     char                  host[64], path[2048], file[1024], *p, *q, *e;
     char                  head[4096];
     long                  next;
-    double                t0, t1, *lat, seconds, limit;
+    double                t0, t1, *lat, seconds, limit, interval, cpu, cpu0;
     size_t                hlen, clen;
     ssize_t               r;
     blob_t               *bodies, *answers;
@@ -822,6 +824,7 @@ cmd_run(args_t *a)
     uint64_t             *serials;
     const char           *url, *dir, *verify;
     struct sockaddr_in    sin;
+    struct rusage         ru;
     struct epoll_event    ev, evs[256];
 
     url = arg(a, "-url", NULL);
@@ -829,6 +832,7 @@ cmd_run(args_t *a)
     dir = arg(a, "-dir", NULL);
     verify = arg(a, "-verify", NULL);
     limit = atof(arg(a, "-seconds", "0")) * 1000;
+    interval = atof(arg(a, "-interval", "0"));
 
     if (url == NULL || c < 1
         || sscanf(url, "http://%63[^:]:%d%2047s", host, &port, path) != 3)
@@ -859,6 +863,10 @@ cmd_run(args_t *a)
             bodies[i] = read_blob(file);
         }
     }
+
+    getrusage(RUSAGE_SELF, &ru);
+    cpu0 = ru.ru_utime.tv_sec * 1000.0 + ru.ru_utime.tv_usec / 1000.0
+           + ru.ru_stime.tv_sec * 1000.0 + ru.ru_stime.tv_usec / 1000.0;
 
     signal(SIGTERM, on_term);
     signal(SIGPIPE, SIG_IGN);
@@ -892,7 +900,8 @@ cmd_run(args_t *a)
             cn = &conns[i];
 
             if (cn->msg >= 0 || next >= total || stop
-                || (limit > 0 && now_ms() - t0 > limit))
+                || (limit > 0 && now_ms() - t0 > limit)
+                || (interval > 0 && now_ms() < cn->next_at))
             {
                 continue;
             }
@@ -936,6 +945,7 @@ cmd_run(args_t *a)
             }
 
             cn->start = now_ms();
+            cn->next_at = cn->start + interval;
 
             while (cn->sent < cn->req_len) {
                 r = write(cn->fd, cn->req + cn->sent,
@@ -961,9 +971,13 @@ cmd_run(args_t *a)
             break;
         }
 
-        nev = epoll_wait(ep, evs, 256, 10000);
+        nev = epoll_wait(ep, evs, 256, interval > 0 ? 1 : 10000);
 
         if (nev < 0 && errno == EINTR) {
+            continue;
+        }
+
+        if (nev == 0 && interval > 0) {
             continue;
         }
 
@@ -1063,6 +1077,12 @@ cmd_run(args_t *a)
     t1 = now_ms();
     seconds = (t1 - t0) / 1000;
 
+    /* this process's CPU for the run alone, before any verification */
+    getrusage(RUSAGE_SELF, &ru);
+    cpu = ru.ru_utime.tv_sec * 1000.0 + ru.ru_utime.tv_usec / 1000.0
+          + ru.ru_stime.tv_sec * 1000.0 + ru.ru_stime.tv_usec / 1000.0
+          - cpu0;
+
     ok = 0;
     failed = 0;
 
@@ -1078,9 +1098,10 @@ cmd_run(args_t *a)
     qsort(lat, total, sizeof(double), cmp_double);
 
     printf("requests=%d ok=%d failed=%d concurrency=%d connections=%d "
-           "seconds=%.3f rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f",
+           "seconds=%.3f rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f "
+           "cpu_ms=%.0f",
            total, ok, failed, c, opened, seconds, total / seconds,
-           lat[total / 2], lat[(int) (total * 0.99)], lat[total - 1]);
+           lat[total / 2], lat[(int) (total * 0.99)], lat[total - 1], cpu);
 
     /* PKIOperation: open every answer as the device would, count serials */
 

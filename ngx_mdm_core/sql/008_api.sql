@@ -52,12 +52,6 @@ LANGUAGE sql STABLE AS $$
                           AND q.status IN ('Queued', 'NotNow')))
 $$;
 
--- A command's deliveries page by enrollment ID (GET commands/<uuid>): the
--- index on command_uuid alone (003) becomes (command_uuid, enrollment_id),
--- which serves every query the old one did at about the same write cost.
-DROP INDEX mdm_queue_command;
-CREATE INDEX mdm_queue_command ON mdm_queue (command_uuid, enrollment_id);
-
 -- The queue's references, checked once per statement instead of once per
 -- row.  One command to 100,000 enrollments is one INSERT of 100,000 queue
 -- rows; the two foreign keys of 003 ran 200,000 row triggers for it (each
