@@ -86,6 +86,25 @@ make_pki() {
             -CAcreateserial -out server.pem -days 825 -extfile server.ext \
             2>/dev/null
     fi
+    # the signer of enrollment profiles (no EKU: CMS signing)
+    if [ ! -f profile-signer.pem ]; then
+        openssl req -newkey rsa:2048 -nodes -keyout profile-signer.key \
+            -out profile-signer.csr -subj "/O=nginx-mdm local/CN=nginx-mdm profile signer" \
+            2>/dev/null
+        printf 'keyUsage=critical,digitalSignature\n' > profile-signer.ext
+        openssl x509 -req -in profile-signer.csr -CA tls-ca.pem \
+            -CAkey tls-ca.key -CAcreateserial -out profile-signer.pem \
+            -days 825 -extfile profile-signer.ext 2>/dev/null
+    fi
+    # a stand-in APNs push certificate (UID = the MDM topic) so that
+    # profiles carry a topic; replace push.pem/push.key with the one from
+    # identity.apple.com to reach real devices
+    if [ ! -f push.pem ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout push.key \
+            -out push.pem -days 365 \
+            -subj "/UID=com.apple.mgmt.External.$(cat /proc/sys/kernel/random/uuid)/CN=APSP:local" \
+            2>/dev/null
+    fi
     # the admin API credential (HTTP basic, checked by nginx's auth_basic)
     if [ ! -f api.htpasswd ]; then
         pass=$(openssl rand -hex 16)
@@ -101,6 +120,8 @@ write_conf() {
         -e "s#/var/log/nginx-mdm#$run/logs#g" \
         -e "s#/var/lib/nginx-mdm#$run#g" \
         -e "s#@MODULE@#$module#g" \
+        -e "s#https://mdm.example.org#https://localhost:$https_port#g" \
+        -e "s#server_name mdm.example.org#server_name localhost#g" \
         -e "s#@PG@#host=127.0.0.1 port=$pgport dbname=mdm user=postgres#g" \
         -e "s#@REDIS@#unix:$run/redis.sock#g" \
         -e "s#listen 443 ssl#listen $https_port ssl#g" \
@@ -115,6 +136,13 @@ write_env() {
     cat > "$run/env" <<ENV
 MDM_URL=$base
 MDM_STATUS_URL=$base/mdm/status
+MDM_SCEP_URL=$base/mdm/apple/scep
+MDM_CHECKIN_URL=$base/mdm/apple/mdm
+MDM_ENROLL_URL=$base/api/v1/fleet/sso
+MDM_ADE_URL=$base/api/mdm/apple/enroll
+MDM_OTA_URL=$base/api/latest/fleet/enrollment_profiles/ota
+MDM_API_URL=$base/api/v1/mdm
+MDM_APNS_STATUS_URL=$base/mdm/apns
 MDM_CA=$run/pki/ca.pem
 MDM_TLS_CA=$run/pki/tls-ca.pem
 MDM_API_AUTH='$auth'
@@ -151,6 +179,9 @@ nginx-mdm is running on https://localhost:$https_port
   environment: run/env (source it: set -a; . run/env; set +a)
   logs:        run/logs/error.log
   stop:        make stop
+
+  enrollment profile (signed .mobileconfig, sign in with the API credential):
+    curl --cacert run/pki/tls-ca.pem -H "Authorization: \$MDM_API_AUTH" \$MDM_ENROLL_URL -o enroll.mobileconfig
 MSG
     grep -E '^MDM_(ENROLL|SCEP|CHECKIN|OTA|API)_URL' "$run/env" | sed 's/^/  /' || true
 }

@@ -1241,7 +1241,7 @@ ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc)
 {
     u_char  *p;
     char    *id;
-    u_char   sql[128];
+    u_char   sql[192];
 
     id = PQescapeIdentifier(pc->pgconn, ngx_mdm_pg_pool.channel,
                             ngx_strlen(ngx_mdm_pg_pool.channel));
@@ -1250,7 +1250,10 @@ ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc)
         return;
     }
 
-    p = ngx_snprintf(sql, sizeof(sql) - 1, "LISTEN %s", id);
+    /* named, so that an operator sees which backends these are */
+    p = ngx_snprintf(sql, sizeof(sql) - 1,
+                     "SET application_name = 'nginx-mdm listen'; LISTEN %s",
+                     id);
     *p = '\0';
     PQfreemem(id);
 

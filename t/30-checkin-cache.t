@@ -55,7 +55,7 @@ $t->wait_for(sub {
 
 sub listeners {
     return $t->psql("SELECT count(*) FROM pg_stat_activity "
-                    . "WHERE query LIKE 'LISTEN %mdm_checkin%'");
+                    . "WHERE application_name = 'nginx-mdm listen'");
 }
 
 $t->wait_for(sub { listeners() == 2 }, what => 'both workers to LISTEN');
@@ -184,7 +184,7 @@ $id = $dev3->id;
 $dev3->idle for 1 .. 4;
 
 $t->psql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-         . "WHERE query LIKE 'LISTEN %mdm_checkin%'");
+         . "WHERE application_name = 'nginx-mdm listen'");
 my $lost = enqueue('DeviceLock');
 $r = $dev3->idle;
 is($r->{command}{CommandUUID}, $lost,

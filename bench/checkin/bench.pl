@@ -132,7 +132,7 @@ EOF
     if ($cache eq 'on') {
         $t->wait_for(sub {
             $t->psql("SELECT count(*) FROM pg_stat_activity "
-                     . "WHERE query LIKE 'LISTEN%'") >= $s->{workers}
+                     . "WHERE application_name = 'nginx-mdm listen'") >= $s->{workers}
         }, timeout => 30, what => 'the workers to LISTEN');
     }
 
@@ -173,8 +173,9 @@ $t->stop;
 
 print "\n| scenario | phase | devices | c | rate | p50 ms | p99 ms |"
     . " errors | nginx CPU | PostgreSQL CPU | Redis CPU | mdmload CPU |"
-    . " worker RSS MB | SQL/request (top / all) | WAL flushes/s | load |\n";
-print "|---" x 16, "|\n";
+    . " worker RSS MB | SQL/request (top / all) | DB round trips/request |"
+    . " WAL flushes/s | load |\n";
+print "|---" x 17, "|\n";
 
 for my $f (@results) {
     my $unit = $f->{phase} eq 'enroll' ? 'devices'
@@ -182,12 +183,13 @@ for my $f (@results) {
     my $p50 = $f->{"${unit}_p50_ms"} // $f->{req_p50_ms};
     my $p99 = $f->{"${unit}_p99_ms"} // $f->{req_p99_ms};
     printf "| %s | %s | %s | %s | %s %s/s | %s | %s | %s | %s | %s | %s |"
-           . " %s | %s | %s | %s | %s |\n",
+           . " %s | %s | %s | %s | %s | %s |\n",
         $f->{scenario}, $f->{phase}, $f->{devices}, $f->{c},
         $f->{"${unit}_per_s"}, $unit =~ s/_/ /r, $p50, $p99, $f->{errors},
         $f->{cpu_nginx}, $f->{cpu_postgres}, $f->{cpu_redis},
         $f->{cpu_mdmload}, $f->{nginx_worker_rss_mb},
         defined $f->{sql_top_per_req}
             ? "$f->{sql_top_per_req} / $f->{sql_all_per_req}" : 'n/a',
+        $f->{db_roundtrips_per_req} // 'n/a',
         $f->{wal_flushes_per_s} // 'n/a', $f->{load};
 }

@@ -153,6 +153,8 @@ static int             pg_busy;
 static device_t       *pg_batch;     /* being enqueued */
 static int             pg_stat;      /* pg_stat_statements is there */
 static unsigned long   cmd_seq;
+static double          xacts0;
+static long            feeds;
 
 
 static void pg_wal_read(double el);
@@ -583,6 +585,29 @@ pg_exec(const char *sql)
 }
 
 
+/* transactions of the database so far (every round trip is one) */
+static double
+pg_xacts(void)
+{
+    PGresult  *res;
+    double     n = 0;
+
+    if (pg == NULL) {
+        return 0;
+    }
+
+    PQclear(pg_exec("SELECT pg_stat_clear_snapshot()"));
+    res = pg_exec("SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                  " WHERE datname = current_database()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        n = atof(PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+
+    return n;
+}
+
+
 static void
 pg_stat_reset(void)
 {
@@ -748,6 +773,7 @@ feeder_send(void)
 
     PQflush(pg);
     pg_busy = 1;
+    feeds++;
     free(uuids);
     free(ids);
 }
@@ -1374,6 +1400,12 @@ meter_start(meter_t *m)
     done_requests = 0;
     done_trips = 0;
     pg_stat_reset();
+    /* the statistics reach pg_stat_database within a second */
+    if (pg) {
+        usleep(1100000);
+    }
+    xacts0 = pg_xacts();
+    feeds = 0;
     m->t0 = now();
 }
 
@@ -1428,6 +1460,12 @@ meter_report(meter_t *m, const char *phase, int c, const char *unit)
     }
 
     pg_wal_read(el);
+
+    if (pg && done_requests) {
+        usleep(1100000);
+        printf(" db_roundtrips_per_req=%.3f",
+               (pg_xacts() - xacts0 - feeds - 6) / done_requests);
+    }
 
     printf("\n");
     pg_top();
