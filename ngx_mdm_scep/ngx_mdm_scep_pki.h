@@ -237,6 +237,9 @@ int ngx_mdm_scep_ca_init(ngx_mdm_scep_ca_t *ca, const char **err);
  *              sender_nonce are set, signer may be NULL;
  *   ERROR      out of memory.
  * signing_time is reported, not judged: badTime is the caller's policy.
+ * An RSA CSR is read without OpenSSL 3.0's key decoders (they cost as
+ * much as a tenth of a PKCSReq): msg->csr is then rebuilt from its fields,
+ * its key a legacy RSA one (a DER CSR encodes back to the same bytes).
  */
 int ngx_mdm_scep_parse(const ngx_mdm_scep_ca_t *ca, const unsigned char *der,
     size_t len, ngx_mdm_scep_msg_t *msg);

@@ -118,7 +118,6 @@ for my $name (@run) {
 EOF
         worker_processes => $s->{workers},
         log_level => 'notice',
-        main => 'worker_rlimit_nofile 40000;',
         events => 'worker_connections '
                   . ($s->{worker_connections} // 20000) . ';');
     $t->run;

@@ -950,6 +950,67 @@ test_failure_pending(ngx_mdm_scep_ca_t *ca, X509 *signer,
 }
 
 
+/*
+ * An RSA CSR is read without OpenSSL's decoders (ngx_mdm_scep_csr_rsa):
+ * the CSR it hands over must be the one sent, and refusals the same as on
+ * the general path (EC keys take that one).
+ */
+
+static void
+test_csr_rsa(ngx_mdm_scep_ca_t *ca, X509 *signer, EVP_PKEY *device_key)
+{
+    int                        rc, n;
+    char                       tid[41];
+    size_t                     len;
+    X509_REQ                  *csr;
+    EVP_PKEY                  *pk;
+    unsigned char              nonce[16], *der, *a, *b;
+    ngx_mdm_scep_msg_t         msg;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    random_tid(tid);
+    RAND_bytes(nonce, sizeof(nonce));
+
+    csr = ngx_mdm_scep_client_csr(device_key, "fast \xc3\xa9", "secret-1",
+                                  "DNS:fast.example,URI:urn:x");
+
+    rc = make_request(NGX_MDM_SCEP_PKCS_REQ, signer, device_key, ca->cert,
+                      csr, NULL, NULL, NULL, NID_sha256, NID_aes_128_cbc,
+                      tid, nonce, sizeof(nonce), &der, &len);
+    rc = rc == NGX_MDM_SCEP_OK ? ngx_mdm_scep_parse(ca, der, len, &msg) : rc;
+
+    ok(rc == NGX_MDM_SCEP_OK && msg.csr != NULL, "RSA CSR: parsed");
+
+    if (rc == NGX_MDM_SCEP_OK && msg.csr != NULL) {
+        pk = X509_REQ_get0_pubkey(msg.csr);
+        exts = X509_REQ_get_extensions(msg.csr);
+
+        ok(X509_NAME_cmp(X509_REQ_get_subject_name(msg.csr),
+                         X509_REQ_get_subject_name(csr)) == 0
+           && pk != NULL && EVP_PKEY_eq(pk, device_key) == 1
+           && X509_REQ_verify(msg.csr, pk) == 1
+           && msg.challenge != NULL && strcmp(msg.challenge, "secret-1") == 0
+           && sk_X509_EXTENSION_num(exts) == 1,
+           "RSA CSR: subject, key, signature, challenge and extensions kept");
+
+        /* the same DER as sent, attribute for attribute */
+        a = NULL;
+        b = NULL;
+        n = i2d_X509_REQ(msg.csr, &a);
+        ok(n > 0 && n == i2d_X509_REQ(csr, &b) && memcmp(a, b, n) == 0,
+           "RSA CSR: re-encodes to the bytes sent");
+
+        OPENSSL_free(a);
+        OPENSSL_free(b);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+
+    ngx_mdm_scep_msg_free(&msg);
+    OPENSSL_free(der);
+    X509_REQ_free(csr);
+}
+
+
 static void
 test_bad_csrs(ngx_mdm_scep_ca_t *ca, X509 *signer, EVP_PKEY *device_key)
 {
@@ -1738,6 +1799,7 @@ main(void)
     test_helpers();
 
     test_failure_pending(&ca, signer, rsa_dev);
+    test_csr_rsa(&ca, signer, rsa_dev);
     test_bad_csrs(&ca, signer, rsa_dev);
     test_hostile(&ca, signer, rsa_dev);
     test_other_ca(&ca, signer, rsa_dev);
