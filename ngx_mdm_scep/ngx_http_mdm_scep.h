@@ -55,6 +55,7 @@ typedef struct {
                                           NGX_HTTP_MDM_SCEP_DIGEST_LEN];
     ngx_flag_t                        one_time;
     ngx_flag_t                        des;
+    ngx_flag_t                        prepare;
     time_t                            validity;
     time_t                            renewal_grace;
     size_t                            max_body;

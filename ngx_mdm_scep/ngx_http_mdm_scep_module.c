@@ -162,6 +162,13 @@ static ngx_command_t  ngx_http_mdm_scep_commands[] = {
       offsetof(ngx_http_mdm_scep_loc_conf_t, des),
       NULL },
 
+    { ngx_string("mdm_scep_prepare"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mdm_scep_loc_conf_t, prepare),
+      NULL },
+
     { ngx_string("mdm_scep_validity"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -316,6 +323,7 @@ ngx_http_mdm_scep_create_loc_conf(ngx_conf_t *cf)
     lcf->ra_key = NGX_CONF_UNSET_PTR;
     lcf->one_time = NGX_CONF_UNSET;
     lcf->des = NGX_CONF_UNSET;
+    lcf->prepare = NGX_CONF_UNSET;
     lcf->validity = NGX_CONF_UNSET;
     lcf->renewal_grace = NGX_CONF_UNSET;
     lcf->max_body = NGX_CONF_UNSET_SIZE;
@@ -347,6 +355,7 @@ ngx_http_mdm_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->one_time, prev->one_time, 1);
     ngx_conf_merge_value(conf->des, prev->des, 0);
+    ngx_conf_merge_value(conf->prepare, prev->prepare, 1);
     ngx_conf_merge_sec_value(conf->validity, prev->validity, 365 * 86400);
     ngx_conf_merge_sec_value(conf->renewal_grace, prev->renewal_grace, 0);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 64 * 1024);

@@ -116,7 +116,7 @@ static const char  ngx_http_mdm_scep_serials_sql[] =
     "SELECT nextval('mdm_certificate_serial') "
     "FROM generate_series(1, $1::integer)";
 
-/* see 004_scep.sql; $6 is the DER in binary */
+/* see 004_scep.sql; $6 is the DER in binary; prepared (mdm_scep_prepare) */
 static const char  ngx_http_mdm_scep_record_sql[] =
     "SELECT o_code, o_der FROM mdm_scep_record($1::bigint, "
     "decode($2, 'hex'), $3, $4::bigint, $5::bigint, $6::bytea, $7, "
@@ -132,9 +132,13 @@ static const char  ngx_http_mdm_scep_poll_sql[] =
 static const char  ngx_http_mdm_scep_get_cert_sql[] =
     "SELECT der FROM mdm_certificates WHERE serial = $1::bigint";
 
-/* the CRL: its number, then one row per revoked certificate, if any */
+/*
+ * The CRL: its number, then one row per revoked certificate (serial,
+ * revocation time, CRLReason), if any.
+ */
 static const char  ngx_http_mdm_scep_crl_sql[] =
-    "SELECT n.v, c.serial, extract(epoch FROM c.revoked_at)::bigint "
+    "SELECT n.v, c.serial, extract(epoch FROM c.revoked_at)::bigint, "
+    "c.revocation_reason "
     "FROM (SELECT nextval('mdm_scep_crl_number') AS v) n "
     "LEFT JOIN mdm_certificates c ON c.revoked_at IS NOT NULL";
 
@@ -586,6 +590,7 @@ ngx_http_mdm_scep_issue(ngx_http_request_t *r, ngx_http_mdm_scep_ctx_t *ctx)
     args.lengths = lengths;
     args.formats = formats;
     args.result_format = 1;
+    args.prepare = ctx->lcf->prepare ? 1 : 0;
 
     return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_scep_record_done);
 }
@@ -921,6 +926,10 @@ ngx_http_mdm_scep_crl_done(ngx_http_request_t *r, PGresult *res,
         revoked[len].revoked = (time_t) ngx_atoof(
                                          (u_char *) PQgetvalue(res, i, 2),
                                          PQgetlength(res, i, 2));
+        revoked[len].reason = PQgetisnull(res, i, 3)
+                              ? 0
+                              : ngx_atoi((u_char *) PQgetvalue(res, i, 3),
+                                         PQgetlength(res, i, 3));
         len++;
     }
 

@@ -24,6 +24,7 @@ static AUTHORITY_KEYID *ngx_mdm_scep_akid(const ngx_mdm_scep_ca_t *ca);
 static int ngx_mdm_scep_add_ext(X509 *x, int nid, void *value, int crit);
 static int ngx_mdm_scep_std_exts(const ngx_mdm_scep_ca_t *ca, X509 *x,
     EVP_PKEY *pk);
+static int ngx_mdm_scep_crl_reason(X509_REVOKED *r, int reason);
 static int ngx_mdm_scep_printable(const char *s, size_t len);
 static int ngx_mdm_scep_add_attrs(CMS_SignerInfo *si,
     const ngx_mdm_scep_attrs_t *a);
@@ -626,6 +627,8 @@ ngx_mdm_scep_crl(const ngx_mdm_scep_ca_t *ca,
              && X509_REVOKED_set_serialNumber(r, num)
              && ASN1_TIME_set(tm, revoked[i].revoked) != NULL
              && X509_REVOKED_set_revocationDate(r, tm)
+             && ngx_mdm_scep_crl_reason(r, revoked[i].reason)
+                == NGX_MDM_SCEP_OK
              && X509_CRL_add0_revoked(crl, r);
 
         if (!ok) {
@@ -652,6 +655,30 @@ ngx_mdm_scep_crl(const ngx_mdm_scep_ca_t *ca,
     }
 
     return crl;
+}
+
+
+/* CRLReason 1..10 but 7 (unused in RFC 5280 5.3.1); others: none */
+
+static int
+ngx_mdm_scep_crl_reason(X509_REVOKED *r, int reason)
+{
+    int                ok;
+    ASN1_ENUMERATED   *e;
+
+    if (reason <= 0 || reason > 10 || reason == 7) {
+        return NGX_MDM_SCEP_OK;
+    }
+
+    e = ASN1_ENUMERATED_new();
+
+    ok = e != NULL
+         && ASN1_ENUMERATED_set(e, reason)
+         && X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, e, 0, 0) == 1;
+
+    ASN1_ENUMERATED_free(e);
+
+    return ok ? NGX_MDM_SCEP_OK : NGX_MDM_SCEP_ERROR;
 }
 
 

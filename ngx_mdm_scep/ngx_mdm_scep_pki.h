@@ -195,6 +195,7 @@ typedef struct {
 typedef struct {
     ngx_mdm_scep_serial_t     serial;
     time_t                    revoked;
+    int                       reason;           /* CRLReason; <= 0: none */
 } ngx_mdm_scep_revoked_t;
 
 
@@ -276,7 +277,11 @@ int ngx_mdm_scep_certrep(const ngx_mdm_scep_ca_t *ca,
 int ngx_mdm_scep_ca_certs(const ngx_mdm_scep_ca_t *ca, unsigned char **der,
     size_t *len);
 
-/* a v2 CRL signed by the CA (SHA-256), with AKI and cRLNumber */
+/*
+ * A v2 CRL signed by the CA (SHA-256), with AKI and cRLNumber; an entry's
+ * reasonCode when its reason is 1..10 (RFC 5280 5.3.1: unspecified is
+ * left out).
+ */
 X509_CRL *ngx_mdm_scep_crl(const ngx_mdm_scep_ca_t *ca,
     const ngx_mdm_scep_revoked_t *revoked, size_t n, time_t this_update,
     time_t next_update, uint64_t crl_number);

@@ -59,6 +59,7 @@ my $conf = <<"EOF";
             mdm_scep_ca_chain off;
             mdm_scep_ra_certificate $ra->{cert};
             mdm_scep_ra_key $ra->{key};
+            mdm_scep_prepare off;
             mdm_scep;
         }
 
@@ -276,8 +277,8 @@ like(reply(pki('/scep', $file)->{body}, ca => $ca->{cert}),
 # revocation (the admin API sets revoked_at): the CRL lists it
 
 my $dec = hex $serial;
-$t->psql("UPDATE mdm_certificates SET revoked_at = now() "
-         . "WHERE serial = $dec");
+$t->psql("UPDATE mdm_certificates SET revoked_at = now(), "
+         . "revocation_reason = 1 WHERE serial = $dec");
 
 $r = $t->http(GET => '/ca.crl');
 is($r->{status}, 200, 'CRL location: 200');
@@ -289,6 +290,8 @@ my $crl = openssl('crl', '-inform', 'DER', '-in', $t->path('ca.crl'),
 like($crl->{stderr} . $crl->{stdout}, qr/verify OK/,
      '... a CRL signed by the CA');
 like($crl->{stdout}, qr/Serial Number: \U$serial\E/i, '... listing the serial');
+like($crl->{stdout}, qr/CRL Reason Code:\s+Key Compromise/,
+     '... with its reason (revocation_reason)');
 my ($n1) = $crl->{stdout} =~ /X509v3 CRL Number:\s+(\d+)/;
 
 $r = $t->http(GET => '/ca.crl');

@@ -692,13 +692,14 @@ static void
 test_get_cert_crl(ngx_mdm_scep_ca_t *ca, X509 *issued, X509 *signer,
     EVP_PKEY *device_key)
 {
-    int                     rc, detached, has_text;
+    int                     i, rc, detached, has_text;
     char                    tid[41];
     X509                   *first;
     size_t                  len, rep_len;
     X509_CRL               *crl, *got;
-    X509_REVOKED           *rev;
+    X509_REVOKED           *rev, *rev2;
     ASN1_INTEGER           *num;
+    ASN1_ENUMERATED        *reason;
     unsigned char           nonce[16], *der, *rep_der, big[9];
     ngx_mdm_scep_msg_t      msg, rmsg;
     ngx_mdm_scep_reply_t    rep;
@@ -773,6 +774,7 @@ test_get_cert_crl(ngx_mdm_scep_ca_t *ca, X509 *issued, X509 *signer,
     revoked[1].serial.data = big;
     revoked[1].serial.len = sizeof(big);
     revoked[1].revoked = time(NULL) - 120;
+    revoked[1].reason = 1;                          /* keyCompromise */
 
     crl = ngx_mdm_scep_crl(ca, revoked, 2, time(NULL), time(NULL) + 86400,
                            42);
@@ -791,6 +793,26 @@ test_get_cert_crl(ngx_mdm_scep_ca_t *ca, X509 *issued, X509 *signer,
           >= 0,
        "CRL: signed by the CA, v2, entries, cRLNumber, AKI");
     ASN1_INTEGER_free(num);
+
+    reason = NULL;
+    rev2 = NULL;
+
+    if (crl != NULL) {
+        for (i = 0; i < sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)); i++) {
+            rev2 = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), i);
+            if (rev2 != rev) {
+                reason = X509_REVOKED_get_ext_d2i(rev2, NID_crl_reason, NULL,
+                                                  NULL);
+                break;
+            }
+        }
+    }
+
+    ok(rev != NULL
+       && X509_REVOKED_get_ext_by_NID(rev, NID_crl_reason, -1) < 0
+       && reason != NULL && ASN1_ENUMERATED_get(reason) == 1,
+       "CRL: reasonCode keyCompromise, none for unspecified");
+    ASN1_ENUMERATED_free(reason);
 
     ngx_mdm_scep_reply_init(&rep, &msg, NGX_MDM_SCEP_SUCCESS);
     rep.crl = crl;
