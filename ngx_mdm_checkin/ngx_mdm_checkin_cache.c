@@ -1,6 +1,6 @@
 
 /*
- * The Idle cache of a worker (README.checkin.md, "Performance"): which
+ * The Idle cache of a worker (README.md, "Check-in and commands", "Performance"): which
  * enrollments are known to have nothing queued, with the certificate that
  * proved it, so that their next Idle is answered without a database round
  * trip.

@@ -1,4 +1,4 @@
--- nginx-mdm schema 4: the SCEP CA (ngx_mdm_scep/README.scep.md).
+-- nginx-mdm schema 4: the SCEP CA (README.md, "SCEP CA").
 --
 -- A PKIOperation that issues a certificate costs one round trip: the worker
 -- signs the certificate with a serial it reserved earlier from

@@ -1,4 +1,4 @@
--- nginx-mdm schema 6: enrollment (ngx_mdm_checkin/README.enroll.md).
+-- nginx-mdm schema 6: enrollment (README.md, "Enrollment").
 --
 -- What the enrollment endpoints learn and hand out: the one-time tokens of
 -- over-the-air enrollment, the user and the device a SCEP challenge was

@@ -1,4 +1,4 @@
--- nginx-mdm schema 7: APNs push requests (ngx_mdm_apns/README.part.md).
+-- nginx-mdm schema 7: APNs push requests (README.md, "APNs push").
 --
 -- PostgreSQL is the truth: a push is wanted while a row for the enrollment
 -- is in mdm_push_requests.  Writers (admin API, check-in) call

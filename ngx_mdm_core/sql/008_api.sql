@@ -1,4 +1,4 @@
--- nginx-mdm schema 8: the admin API (ngx_mdm_checkin/README.api.md).
+-- nginx-mdm schema 8: the admin API (README.md, "Admin JSON API").
 -- Functions only: how the API shows times and enrollments.
 
 -- RFC 3339 in UTC with microseconds, whatever the session's TimeZone.

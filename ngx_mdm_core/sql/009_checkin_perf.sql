@@ -1,5 +1,5 @@
 -- nginx-mdm schema 9: the check-in hot path (ngx_mdm_checkin/
--- README.checkin.md, "Performance").
+-- README.md, "Check-in and commands", "Performance").
 --
 -- 1. Invalidation of the workers' "nothing queued" caches: every change
 --    that can give an enrollment a pending command, or take a device
