@@ -17,7 +17,7 @@ PKG_LIBS   := libplist-2.0 libpq hiredis jansson libcurl libssl libcrypto
 PKG_CFLAGS  = $(shell pkg-config --cflags $(PKG_LIBS))
 PKG_LDLIBS  = $(shell pkg-config --libs $(PKG_LIBS))
 
-INCLUDES   := -Ingx_mdm_core -Ingx_mdm_scep -Ingx_mdm_checkin -Ingx_mdm_ade \
+INCLUDES   := -It/c -Ingx_mdm_core -Ingx_mdm_scep -Ingx_mdm_checkin -Ingx_mdm_ade \
               -Ingx_mdm_apns
 UNIT_CFLAGS = -g -O1 -Wall -Wextra -Wpointer-arith -Wno-unused-parameter \
               -Werror $(INCLUDES) $(PKG_CFLAGS)

@@ -18,34 +18,11 @@
 
 #include "ngx_mdm_x509.h"
 #include "ngx_mdm_enroll.h"
+#include "tap.h"
 
 
-static int          tap_n;
-static int          tap_failed;
 static const char  *vectors;
 
-
-static int
-ok(int cond, const char *fmt, ...)
-{
-    va_list  args;
-
-    tap_n++;
-
-    if (!cond) {
-        tap_failed++;
-    }
-
-    printf("%sok %d - ", cond ? "" : "not ", tap_n);
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-
-    return cond;
-}
 
 
 static u_char *
