@@ -515,8 +515,10 @@ sub _pg_ready {
     return 1 if @lines >= 8 && $lines[7] =~ /^ready/ && _alive($lines[0]);
 
     my $log = substr _slurp($pg->{log}) // '', $mark;
+    # the server's own FATAL or PANIC; a client's ("user@db FATAL: the
+    # database system is starting up", from nginx reconnecting) is not one
     die "postgres failed to start:\n" . _tail($pg->{log}, 20) . "\n"
-        if $log =~ /\b(?:FATAL|PANIC):/;
+        if $log =~ /\[\d+\] (?:FATAL|PANIC):/;
     return 0;
 }
 
