@@ -195,13 +195,15 @@ pass('the hint subscribes again when Redis is back');
 
 ###########################################################################
 # the connection to APNs is lost (its nginx worker killed) while pushes
-# are in flight: they are retried on a new connection, none is lost
+# are in flight: they are retried on a new connection, none is lost; a
+# push requested after the loss (L401) needs a new connection in any case,
+# even when all 400 had arrived before the kill
 
 $t->psql("INSERT INTO mdm_enrollments (id, device_id, channel, "
          . "enrollment_type, enabled, topic, push_token, push_magic) "
          . "SELECT 'L' || i, 'L' || i, 'device', 'Device', true, "
          . "'$push_a->{topic}', decode('03' || lpad(to_hex(i), 62, '0'), "
-         . "'hex'), 'magic' FROM generate_series(1, 400) i");
+         . "'hex'), 'magic' FROM generate_series(1, 401) i");
 my $connects = JSON::PP->new->decode($t->http(GET => '/apns')->{body})
                ->{counters}{connections};
 request_push(map { "L$_" } 1 .. 400);
@@ -209,6 +211,7 @@ $t->wait_for(sub { grep { $_->{token} =~ /^03/ } $apns->pushes },
              what => 'the first pushes');
 my ($worker) = $t->worker_pids;
 kill 'KILL', $worker;
+request_push('L401');
 $t->wait_for(sub {
     $t->psql("SELECT count(*) FROM mdm_push_requests "
              . "WHERE enrollment_id LIKE 'L%'") == 0
@@ -216,9 +219,9 @@ $t->wait_for(sub {
    diag => sub { $t->log_tail });
 my %lost;
 $lost{ $_->{token} }++ for grep { $_->{token} =~ /^03/ } $apns->pushes;
-is(scalar keys %lost, 400, 'connection lost: every push still arrived');
+is(scalar keys %lost, 401, 'connection lost: every push still arrived');
 is($t->psql("SELECT count(*) FROM mdm_enrollments WHERE id LIKE 'L%' "
-            . "AND last_push_id IS NOT NULL"), 400, 'and was recorded');
+            . "AND last_push_id IS NOT NULL"), 401, 'and was recorded');
 cmp_ok(JSON::PP->new->decode($t->http(GET => '/apns')->{body})
        ->{counters}{connections} - $connects, '>=', 1,
        'on a new connection');
