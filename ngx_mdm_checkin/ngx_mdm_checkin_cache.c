@@ -8,7 +8,7 @@
  * An entry is made only from the database's own answer to an Idle: the
  * binding was checked and nothing was pending, not even a held command
  * (the Idle released the holds first).  It says so until one of:
- *   - a notification on the channel mdm_checkin (009_checkin_perf.sql: new
+ *   - a notification on the channel mdm_checkin (005_checkin.sql: new
  *     or re-queued commands name their enrollments; revocations and binding
  *     changes drop everything), which PostgreSQL sends after the commit;
  *   - this worker sends any other message of the enrollment to the

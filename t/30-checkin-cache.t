@@ -48,10 +48,14 @@ EOF
 $t->write_conf($conf, worker_processes => 2);
 $t->run;
 
+# the notify triggers come with 005_checkin.sql; wait for the whole schema
+# (TokenUpdate needs 007's columns)
+my $files = () = glob($t->repo_dir . '/ngx_mdm_core/sql/[0-9]*.sql');
 $t->wait_for(sub {
     $t->psql("SELECT count(*) FROM pg_trigger "
              . "WHERE tgname = 'mdm_queue_notify_insert'") == 1
-}, what => 'the helper to apply 009_checkin_perf.sql');
+    && $t->psql('SELECT max(version) FROM mdm_schema_migrations') == $files
+}, what => 'the helper to apply the schema');
 
 sub listeners {
     return $t->psql("SELECT count(*) FROM pg_stat_activity "

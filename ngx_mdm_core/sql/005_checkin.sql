@@ -20,6 +20,25 @@
 --
 -- push_token_invalid_at (007_push.sql) is only named inside plpgsql bodies,
 -- which are planned when they first run, not when this file is applied.
+--
+-- The hot path (ngx_mdm_checkin/README.md, "Check-in and commands",
+-- "Performance"):
+--
+-- 1. Invalidation of the workers' "nothing queued" caches: every change
+--    that can give an enrollment a pending command, or take a device
+--    certificate's right away, is announced on the channel mdm_checkin
+--    (NOTIFY is transactional: it reaches the listeners after the commit,
+--    on every node).  The payload is the enrollment ids concerned, one a
+--    line, or "*" for "drop everything" (revocations, bindings, and a list
+--    too long for one notification).
+--
+-- 2. mdm_command_report: one lookup for the binding check instead of two,
+--    and the delivery bookkeeping of an Idle (sent_at, sent_count, holds
+--    cleared, expiries) committed without waiting for the WAL flush: losing
+--    it in a crash loses nothing that matters (the command is still Queued
+--    and is sent again, a hold is cleared again at the next Idle).  A
+--    report carrying a result (Acknowledged, Error, NotNow, ...) still
+--    commits synchronously, whatever the server's settings say.
 
 -- held: the device answered NotNow in the current exchange; the command is
 -- offered again from its next Idle on (PROTOCOL.md §4.3).
@@ -36,35 +55,129 @@ CREATE INDEX mdm_queue_held ON mdm_queue (enrollment_id) WHERE held;
 -- mdm_queue_pending (enrollment_id, priority DESC, queued_at).
 
 
+-- Cache invalidation (1. above).
+CREATE FUNCTION mdm_checkin_notify(p_ids text)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify('mdm_checkin',
+                     CASE WHEN p_ids IS NULL OR length(p_ids) > 7000
+                          THEN '*' ELSE p_ids END)
+$$;
+
+
+-- new commands: one notification per statement, whatever its size
+CREATE FUNCTION mdm_queue_notify_insert()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids  text;
+BEGIN
+    SELECT string_agg(DISTINCT enrollment_id, E'\n') INTO v_ids
+    FROM mdm_queue_new
+    WHERE status IN ('Queued', 'NotNow');
+
+    IF FOUND AND v_ids IS NOT NULL THEN
+        PERFORM mdm_checkin_notify(v_ids);
+    END IF;
+
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mdm_queue_notify_insert
+    AFTER INSERT ON mdm_queue
+    REFERENCING NEW TABLE AS mdm_queue_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mdm_queue_notify_insert();
+
+
+-- a row that becomes pending again (re-queued, NotNow, a hold cleared);
+-- delivery bookkeeping and results on pending rows do not fire
+CREATE FUNCTION mdm_queue_notify_update()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mdm_checkin', NEW.enrollment_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mdm_queue_notify_update
+    AFTER UPDATE ON mdm_queue
+    FOR EACH ROW
+    WHEN (NEW.status IN ('Queued', 'NotNow')
+          AND (OLD.status IS DISTINCT FROM NEW.status
+               OR (OLD.held AND NOT NEW.held)
+               OR OLD.enrollment_id IS DISTINCT FROM NEW.enrollment_id))
+    EXECUTE FUNCTION mdm_queue_notify_update();
+
+
+-- enrollments that go away
+CREATE FUNCTION mdm_enrollments_notify_delete()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids  text;
+BEGIN
+    SELECT string_agg(id, E'\n') INTO v_ids FROM mdm_enrollments_old;
+
+    IF v_ids IS NOT NULL THEN
+        PERFORM mdm_checkin_notify(v_ids);
+    END IF;
+
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mdm_enrollments_notify_delete
+    AFTER DELETE ON mdm_enrollments
+    REFERENCING OLD TABLE AS mdm_enrollments_old
+    FOR EACH STATEMENT EXECUTE FUNCTION mdm_enrollments_notify_delete();
+
+
+-- revocations, and bindings that change or go: rare, drop everything
+CREATE FUNCTION mdm_checkin_notify_all()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mdm_checkin', '*');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mdm_certificates_notify
+    AFTER UPDATE OF revoked_at OR DELETE ON mdm_certificates
+    FOR EACH STATEMENT EXECUTE FUNCTION mdm_checkin_notify_all();
+
+CREATE TRIGGER mdm_cert_bindings_notify
+    AFTER UPDATE OR DELETE OR TRUNCATE ON mdm_cert_bindings
+    FOR EACH STATEMENT EXECUTE FUNCTION mdm_checkin_notify_all();
+
+
 -- The binding check shared by every step: the certificate (lowercase SHA-256
 -- of its DER) must be unrevoked and bound to the device channel device_id.
-CREATE FUNCTION mdm_checkin_auth(p_sha256 bytea, p_device_id text,
-    p_grace integer)
+-- One statement (plpgsql: its plan is cached per session): revoked first,
+-- then the binding.
+CREATE FUNCTION mdm_checkin_auth(p_sha256 bytea,
+    p_device_id text, p_grace integer)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_enrollment_id  text;
-    v_not_after      timestamptz;
+    v_code  text;
 BEGIN
-    PERFORM 1 FROM mdm_certificates
-    WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL;
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM mdm_certificates
+                     WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL)
+            THEN 'revoked'
+        WHEN b.enrollment_id IS NULL THEN 'unbound'
+        WHEN b.enrollment_id <> p_device_id THEN 'mismatch'
+        WHEN b.not_after + make_interval(secs => p_grace) < now()
+            THEN 'expired'
+        ELSE 'ok'
+    END INTO v_code
+    FROM (SELECT 1) AS one
+    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256;
 
-    IF FOUND THEN
-        RETURN 'revoked';
-    END IF;
-
-    SELECT enrollment_id, not_after INTO v_enrollment_id, v_not_after
-    FROM mdm_cert_bindings WHERE sha256 = p_sha256;
-
-    IF NOT FOUND THEN
-        RETURN 'unbound';
-    ELSIF v_enrollment_id <> p_device_id THEN
-        RETURN 'mismatch';
-    ELSIF v_not_after + make_interval(secs => p_grace) < now() THEN
-        RETURN 'expired';
-    END IF;
-
-    RETURN 'ok';
+    RETURN v_code;
 END
 $$;
 
@@ -370,10 +483,11 @@ $$;
 -- sent but never answered is still Queued and
 -- is sent again.  Expired commands met on the way become Expired and their
 -- UUIDs come back in o_expired, one a line.  o_command is the command's
--- bytes as enqueued.
-CREATE FUNCTION mdm_command_report(p_sha256 bytea, p_grace integer,
-    p_id text, p_device_id text, p_status text, p_command_uuid text,
-    p_result bytea)
+-- bytes as enqueued.  The binding check and the enrollment lookup are one
+-- statement, and the Idle's bookkeeping commits asynchronously (2. above).
+CREATE FUNCTION mdm_command_report(p_sha256 bytea,
+    p_grace integer, p_id text, p_device_id text, p_status text,
+    p_command_uuid text, p_result bytea)
 RETURNS TABLE (o_code text, o_command_uuid text, o_request_type text,
                o_command bytea, o_expired text)
 LANGUAGE plpgsql AS $$
@@ -382,7 +496,21 @@ DECLARE
     v_expired  text;
     v_next     record;
 BEGIN
-    v_code := mdm_checkin_auth(p_sha256, p_device_id, p_grace);
+    -- mdm_checkin_auth() and the enrollment, in one statement
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM mdm_certificates
+                     WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL)
+            THEN 'revoked'
+        WHEN b.enrollment_id IS NULL THEN 'unbound'
+        WHEN b.enrollment_id <> p_device_id THEN 'mismatch'
+        WHEN b.not_after + make_interval(secs => p_grace) < now()
+            THEN 'expired'
+        WHEN NOT EXISTS (SELECT 1 FROM mdm_enrollments WHERE id = p_id)
+            THEN 'unknown'
+        ELSE 'ok'
+    END INTO v_code
+    FROM (SELECT 1) AS one
+    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256;
 
     IF v_code <> 'ok' THEN
         RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,
@@ -390,15 +518,10 @@ BEGIN
         RETURN;
     END IF;
 
-    PERFORM 1 FROM mdm_enrollments WHERE id = p_id;
-
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT 'unknown'::text, NULL::text, NULL::text,
-                            NULL::bytea, NULL::text;
-        RETURN;
-    END IF;
-
     IF p_status = 'Idle' THEN
+        -- nothing here is a device's answer: no need to wait for the flush
+        PERFORM set_config('synchronous_commit', 'off', true);
+
         UPDATE mdm_queue SET held = false
         WHERE enrollment_id = p_id AND held;
 
