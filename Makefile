@@ -61,11 +61,14 @@ fuzz:
 	        $(PKG_CFLAGS) -o $(BUILD)/fuzz/$$n $$t $$srcs $(PKG_LDLIBS); \
 	done
 
+# New inputs go to a scratch corpus under build/; the seeds in
+# fuzz/corpus/ are only read.
 fuzz-smoke: fuzz
 	@set -e; for f in $(BUILD)/fuzz/*; do \
-	    n=$$(basename $$f); c=fuzz/corpus/$$n; mkdir -p $$c; \
+	    n=$$(basename $$f); w=$(BUILD)/fuzz-corpus/$$n; mkdir -p $$w; \
 	    echo "fuzz $$n for $(FUZZ_SECONDS)s"; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $$c; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $$w \
+	        fuzz/corpus/$$n; \
 	done
 
 # ---- the module ---------------------------------------------------------
