@@ -444,6 +444,36 @@ ngx_http_mdm_api_cstr(ngx_pool_t *pool, ngx_str_t *s)
 }
 
 
+/*
+ * The statement of an endpoint keyed by its path: $1 is the path's second
+ * segment (seg[1]) and, when "two", $2 its fourth (seg[3]).
+ */
+
+ngx_int_t
+ngx_http_mdm_api_query_path(ngx_http_request_t *r,
+    ngx_http_mdm_api_ctx_t *ctx, const char *sql, ngx_uint_t two,
+    int result_format, ngx_http_mdm_pg_handler_pt handler)
+{
+    const char         *values[2];
+    ngx_mdm_pg_args_t   args;
+
+    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
+    values[1] = two ? ngx_http_mdm_api_cstr(r->pool, &ctx->seg[3]) : "";
+
+    if (values[0] == NULL || values[1] == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
+    args.sql = sql;
+    args.nparams = two ? 2 : 1;
+    args.values = values;
+    args.result_format = result_format;
+
+    return ngx_http_mdm_pg_query(r, &args, handler);
+}
+
+
 /* query arguments, unescaped into the request pool */
 
 ngx_int_t

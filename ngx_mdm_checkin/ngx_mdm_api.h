@@ -120,6 +120,9 @@ ngx_int_t ngx_http_mdm_api_page(ngx_http_request_t *r, ngx_int_t *limit,
 void ngx_http_mdm_api_push_hint(ngx_http_request_t *r);
 ngx_int_t ngx_http_mdm_api_db_error(ngx_http_request_t *r, PGresult *res,
     const char *what);
+ngx_int_t ngx_http_mdm_api_query_path(ngx_http_request_t *r,
+    ngx_http_mdm_api_ctx_t *ctx, const char *sql, ngx_uint_t two,
+    int result_format, ngx_http_mdm_pg_handler_pt handler);
 
 /* ngx_mdm_api_json.c: responses */
 ngx_int_t ngx_mdm_api_out_init(ngx_mdm_api_out_t *out, ngx_pool_t *pool,
@@ -137,6 +140,8 @@ void ngx_mdm_api_out_pg(ngx_mdm_api_out_t *out, PGresult *res, int row,
     int col);
 void ngx_mdm_api_out_pg_str(ngx_mdm_api_out_t *out, PGresult *res, int row,
     int col);
+void ngx_mdm_api_out_page_end(ngx_mdm_api_out_t *out, PGresult *res,
+    ngx_uint_t full, int col);
 
 #define ngx_mdm_api_out_lit(out, s)                                          \
     ngx_mdm_api_out_raw(out, s, sizeof(s) - 1)

@@ -866,16 +866,8 @@ ngx_http_mdm_api_command_done(ngx_http_request_t *r, PGresult *res,
         ngx_mdm_api_out_lit(&out, "}");
     }
 
-    ngx_mdm_api_out_lit(&out, "], \"next\": ");
-
-    if (rows > 0 && (ngx_uint_t) rows == ctx->total) {
-        ngx_mdm_api_out_pg_str(&out, res, n - 1, 5);
-
-    } else {
-        ngx_mdm_api_out_lit(&out, "null");
-    }
-
-    ngx_mdm_api_out_lit(&out, "}");
+    ngx_mdm_api_out_page_end(&out, res,
+                             rows > 0 && (ngx_uint_t) rows == ctx->total, 5);
 
     ngx_http_finalize_request(r, ngx_mdm_api_send(r, NGX_HTTP_OK, &out));
 }
@@ -936,23 +928,11 @@ ngx_int_t
 ngx_http_mdm_api_command_cancel(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    const char         *values[1];
-    ngx_mdm_pg_args_t   args;
-
     ctx->command_uuid = ctx->seg[1];
 
-    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
-    if (values[0] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = NGX_MDM_API_SQL_COMMAND_CANCEL;
-    args.nparams = 1;
-    args.values = values;
-
-    return ngx_http_mdm_pg_query(r, &args,
-                                 ngx_http_mdm_api_command_cancelled);
+    return ngx_http_mdm_api_query_path(r, ctx, NGX_MDM_API_SQL_COMMAND_CANCEL,
+                                       0, 0,
+                                       ngx_http_mdm_api_command_cancelled);
 }
 
 
@@ -998,26 +978,11 @@ ngx_int_t
 ngx_http_mdm_api_command_result(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    const char         *values[2];
-    ngx_mdm_pg_args_t   args;
-
     ctx->command_uuid = ctx->seg[1];
     ctx->enrollment_id = ctx->seg[3];
 
-    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
-    values[1] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[3]);
-
-    if (values[0] == NULL || values[1] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = NGX_MDM_API_SQL_RESULT;
-    args.nparams = 2;
-    args.values = values;
-    args.result_format = 1;
-
-    return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_result_done);
+    return ngx_http_mdm_api_query_path(r, ctx, NGX_MDM_API_SQL_RESULT,
+                                       1, 1, ngx_http_mdm_api_result_done);
 }
 
 

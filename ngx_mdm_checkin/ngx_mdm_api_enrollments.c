@@ -156,16 +156,8 @@ ngx_http_mdm_api_enrollments_done(ngx_http_request_t *r, PGresult *res,
         ngx_mdm_api_out_pg(&out, res, i, 1);
     }
 
-    ngx_mdm_api_out_lit(&out, "], \"next\": ");
-
-    if (n > 0 && (ngx_uint_t) n == ctx->total) {
-        ngx_mdm_api_out_pg_str(&out, res, n - 1, 0);
-
-    } else {
-        ngx_mdm_api_out_lit(&out, "null");
-    }
-
-    ngx_mdm_api_out_lit(&out, "}");
+    ngx_mdm_api_out_page_end(&out, res,
+                             n > 0 && (ngx_uint_t) n == ctx->total, 0);
 
     ngx_http_finalize_request(r, ngx_mdm_api_send(r, NGX_HTTP_OK, &out));
 }
@@ -177,22 +169,10 @@ ngx_int_t
 ngx_http_mdm_api_enrollment(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    const char         *values[1];
-    ngx_mdm_pg_args_t   args;
-
     ctx->enrollment_id = ctx->seg[1];
 
-    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
-    if (values[0] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = NGX_MDM_API_SQL_ENROLLMENT;
-    args.nparams = 1;
-    args.values = values;
-
-    return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_enrollment_done);
+    return ngx_http_mdm_api_query_path(r, ctx, NGX_MDM_API_SQL_ENROLLMENT,
+                                       0, 0, ngx_http_mdm_api_enrollment_done);
 }
 
 
@@ -354,16 +334,8 @@ ngx_http_mdm_api_queue_done(ngx_http_request_t *r, PGresult *res,
         ngx_mdm_api_out_lit(&out, "}");
     }
 
-    ngx_mdm_api_out_lit(&out, "], \"next\": ");
-
-    if (rows > 0 && (ngx_uint_t) rows == ctx->total) {
-        ngx_mdm_api_out_pg_str(&out, res, n - 1, 0);
-
-    } else {
-        ngx_mdm_api_out_lit(&out, "null");
-    }
-
-    ngx_mdm_api_out_lit(&out, "}");
+    ngx_mdm_api_out_page_end(&out, res,
+                             rows > 0 && (ngx_uint_t) rows == ctx->total, 0);
 
     ngx_http_finalize_request(r, ngx_mdm_api_send(r, NGX_HTTP_OK, &out));
 }
@@ -375,22 +347,10 @@ ngx_int_t
 ngx_http_mdm_api_queue_clear(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    const char         *values[1];
-    ngx_mdm_pg_args_t   args;
-
     ctx->enrollment_id = ctx->seg[1];
 
-    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
-    if (values[0] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = NGX_MDM_API_SQL_QUEUE_CLEAR;
-    args.nparams = 1;
-    args.values = values;
-
-    return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_queue_cleared);
+    return ngx_http_mdm_api_query_path(r, ctx, NGX_MDM_API_SQL_QUEUE_CLEAR,
+                                       0, 0, ngx_http_mdm_api_queue_cleared);
 }
 
 
@@ -437,25 +397,11 @@ ngx_int_t
 ngx_http_mdm_api_queue_cancel(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx)
 {
-    const char         *values[2];
-    ngx_mdm_pg_args_t   args;
-
     ctx->enrollment_id = ctx->seg[1];
     ctx->command_uuid = ctx->seg[3];
 
-    values[0] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[1]);
-    values[1] = ngx_http_mdm_api_cstr(r->pool, &ctx->seg[3]);
-
-    if (values[0] == NULL || values[1] == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
-    args.sql = NGX_MDM_API_SQL_QUEUE_CANCEL;
-    args.nparams = 2;
-    args.values = values;
-
-    return ngx_http_mdm_pg_query(r, &args, ngx_http_mdm_api_queue_cancelled);
+    return ngx_http_mdm_api_query_path(r, ctx, NGX_MDM_API_SQL_QUEUE_CANCEL,
+                                       1, 0, ngx_http_mdm_api_queue_cancelled);
 }
 
 

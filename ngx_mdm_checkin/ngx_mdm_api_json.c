@@ -821,3 +821,25 @@ ngx_mdm_api_escape(u_char *p, const u_char *data, size_t len)
 
     return p;
 }
+
+
+/*
+ * The end of a paged list: "next" is the cursor of the last row when the
+ * page is full (there may be more), else null.
+ */
+
+void
+ngx_mdm_api_out_page_end(ngx_mdm_api_out_t *out, PGresult *res,
+    ngx_uint_t full, int col)
+{
+    ngx_mdm_api_out_lit(out, "], \"next\": ");
+
+    if (full) {
+        ngx_mdm_api_out_pg_str(out, res, PQntuples(res) - 1, col);
+
+    } else {
+        ngx_mdm_api_out_lit(out, "null");
+    }
+
+    ngx_mdm_api_out_lit(out, "}");
+}
