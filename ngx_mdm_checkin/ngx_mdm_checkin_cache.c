@@ -1,9 +1,9 @@
 
 /*
- * The Idle cache of a worker (README.md, "Check-in and commands", "Performance"): which
- * enrollments are known to have nothing queued, with the certificate that
- * proved it, so that their next Idle is answered without a database round
- * trip.
+ * The Idle cache of a worker (README.md, "Check-in and commands",
+ * "Performance"): which enrollments are known to have nothing queued, with
+ * the certificate that proved it, so that their next Idle is answered
+ * without a database round trip.
  *
  * An entry is made only from the database's own answer to an Idle: the
  * binding was checked and nothing was pending, not even a held command

@@ -146,8 +146,8 @@ ngx_mdm_pg_init_process(ngx_cycle_t *cycle,
     ngx_mdm_pg_pool.nconns = cmcf->pg_pool_size;
     ngx_queue_init(&ngx_mdm_pg_pool.waiting);
 
-    ngx_mdm_pg_pool.conns = ngx_pcalloc(cycle->pool,
-                                 cmcf->pg_pool_size * sizeof(ngx_mdm_pg_conn_t));
+    ngx_mdm_pg_pool.conns = ngx_pcalloc(cycle->pool, cmcf->pg_pool_size
+                                        * sizeof(ngx_mdm_pg_conn_t));
     if (ngx_mdm_pg_pool.conns == NULL) {
         return NGX_ERROR;
     }
