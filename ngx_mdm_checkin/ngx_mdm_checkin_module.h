@@ -58,6 +58,7 @@ typedef struct {
     ngx_flag_t                 events;
     ngx_uint_t                 events_maxlen;
     ngx_msec_t                 last_seen_interval;
+    ngx_msec_t                 delivery_flush;
     ngx_flag_t                 cache;           /* mdm_checkin_cache */
     ngx_msec_t                 cache_ttl;
     ngx_uint_t                 cache_size;
@@ -164,6 +165,8 @@ void ngx_http_mdm_checkin_event(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx, const char *event, ngx_str_t *extra,
     ngx_uint_t nextra);
 ngx_int_t ngx_mdm_checkin_last_seen_init(ngx_cycle_t *cycle);
+ngx_int_t ngx_mdm_checkin_delivery_init_process(ngx_cycle_t *cycle);
+void ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len);
 
 /* ngx_mdm_checkin_cache.c: the Idle cache of this worker */
 ngx_int_t ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle);

@@ -657,6 +657,10 @@ ngx_http_mdm_checkin_done_report(ngx_http_request_t *r,
     ngx_str_set(&extra[0], "next_command_uuid");
     extra[1].data = (u_char *) PQgetvalue(res, 0, 1);
     extra[1].len = PQgetlength(res, 0, 1);
+
+    ngx_mdm_checkin_delivered((ngx_str_t *) &ctx->msg.id, extra[1].data,
+                              extra[1].len);
+
     ngx_str_set(&extra[2], "next_request_type");
     extra[3].data = (u_char *) PQgetvalue(res, 0, 2);
     extra[3].len = PQgetlength(res, 0, 2);

@@ -32,13 +32,21 @@
 --    line, or "*" for "drop everything" (revocations, bindings, and a list
 --    too long for one notification).
 --
--- 2. mdm_command_report: one lookup for the binding check instead of two,
---    and the delivery bookkeeping of an Idle (sent_at, sent_count, holds
---    cleared, expiries) committed without waiting for the WAL flush: losing
---    it in a crash loses nothing that matters (the command is still Queued
---    and is sent again, a hold is cleared again at the next Idle).  A
---    report carrying a result (Acknowledged, Error, NotNow, ...) still
---    commits synchronously, whatever the server's settings say.
+-- 2. mdm_command_report: one lookup for the binding check instead of two;
+--    an Idle that finds nothing to clear writes nothing (a read-only
+--    transaction: no WAL, no flush), and what it does write (holds
+--    cleared, expiries) commits without waiting for the WAL flush: losing
+--    it in a crash loses nothing that matters (a hold is cleared again at
+--    the next Idle, an expired command expires again).  A report carrying a
+--    result (Acknowledged, Error, NotNow, ...) still commits synchronously,
+--    whatever the server's settings say.
+--
+-- 3. Delivery bookkeeping (sent_at, sent_count) is not written by the
+--    request that delivers the command: each worker collects its
+--    deliveries and writes them in batches (mdm_queue_delivered, below,
+--    every mdm_checkin_delivery_flush).  A command sent but never answered
+--    is still Queued and is sent again whatever these columns say; a crash
+--    loses at most one interval of counts.
 
 -- held: the device answered NotNow in the current exchange; the command is
 -- offered again from its next Idle on (PROTOCOL.md §4.3).
@@ -49,6 +57,10 @@ ALTER TABLE mdm_queue
 
 -- the Idle step clears holds: find them without reading the whole queue
 CREATE INDEX mdm_queue_held ON mdm_queue (enrollment_id) WHERE held;
+
+-- room on each page for the new version of a row that is updated (the
+-- delivery bookkeeping is then a HOT update: no index entry written)
+ALTER TABLE mdm_queue SET (fillfactor = 75);
 
 -- The hot lookups are already indexed: mdm_cert_bindings (sha256) and
 -- mdm_certificates (sha256) by their keys, the next command by
@@ -480,11 +492,12 @@ $$;
 --                 store the status and the device's whole plist
 -- then return the next command: pending (Queued or NotNow), not held, by
 -- priority, then age, then command_uuid (the admin API's order); a command
--- sent but never answered is still Queued and
--- is sent again.  Expired commands met on the way become Expired and their
--- UUIDs come back in o_expired, one a line.  o_command is the command's
--- bytes as enqueued.  The binding check and the enrollment lookup are one
--- statement, and the Idle's bookkeeping commits asynchronously (2. above).
+-- sent but never answered is still Queued and is sent again.  Expired
+-- commands met on the way become Expired and their UUIDs come back in
+-- o_expired, one a line.  o_command is the command's bytes as enqueued;
+-- its delivery is counted later, by the worker (3. above).  The binding
+-- check and the enrollment lookup are one statement, and an Idle's writes
+-- commit asynchronously (2. above).
 CREATE FUNCTION mdm_command_report(p_sha256 bytea,
     p_grace integer, p_id text, p_device_id text, p_status text,
     p_command_uuid text, p_result bytea)
@@ -581,10 +594,6 @@ BEGIN
             CONTINUE;
         END IF;
 
-        UPDATE mdm_queue SET sent_at = now(), sent_count = sent_count + 1,
-            updated_at = now()
-        WHERE enrollment_id = p_id AND command_uuid = v_next.command_uuid;
-
         RETURN QUERY SELECT v_code, v_next.command_uuid,
                             v_next.request_type, v_next.command, v_expired;
         RETURN;
@@ -617,4 +626,40 @@ LANGUAGE sql AS $$
         RETURNING 1
     )
     SELECT count(*)::integer FROM done
+$$;
+
+
+-- Delivery bookkeeping (3. above), from the workers: one line per delivery,
+-- "<unix time>\t<enrollment id>\t<command uuid>" (neither holds a tab or a
+-- line feed; the workers skip any that would).  Adds the deliveries to
+-- sent_count and moves sent_at forward; rows gone or settled since are
+-- still counted.  Returns the rows updated.
+CREATE FUNCTION mdm_queue_delivered(p_batch text)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_rows  integer;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    WITH d AS (
+        SELECT split_part(l, E'\t', 2) AS id,
+               split_part(l, E'\t', 3) AS uuid,
+               count(*)::integer AS n,
+               max(to_timestamp(split_part(l, E'\t', 1)::double precision))
+                   AS at
+        FROM unnest(string_to_array(p_batch, E'\n')) AS l
+        WHERE l LIKE '%' || E'\t' || '%' || E'\t' || '%'
+        GROUP BY 1, 2
+    )
+    UPDATE mdm_queue q SET
+        sent_count = q.sent_count + d.n,
+        sent_at = greatest(q.sent_at, d.at)
+    FROM d
+    WHERE q.enrollment_id = d.id AND q.command_uuid = d.uuid;
+
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+
+    RETURN v_rows;
+END
 $$;
