@@ -142,6 +142,13 @@ static ngx_command_t  ngx_http_mdm_checkin_commands[] = {
       offsetof(ngx_http_mdm_checkin_main_conf_t, delivery_flush),
       NULL },
 
+    { ngx_string("mdm_checkin_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_checkin_main_conf_t, batch),
+      NULL },
+
     { ngx_string("mdm_checkin_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -606,6 +613,7 @@ ngx_http_mdm_checkin_create_main_conf(ngx_conf_t *cf)
     mcf->events_maxlen = NGX_CONF_UNSET_UINT;
     mcf->last_seen_interval = NGX_CONF_UNSET_MSEC;
     mcf->delivery_flush = NGX_CONF_UNSET_MSEC;
+    mcf->batch = NGX_CONF_UNSET_UINT;
     mcf->cache = NGX_CONF_UNSET;
     mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
     mcf->cache_size = NGX_CONF_UNSET_UINT;
@@ -624,6 +632,7 @@ ngx_http_mdm_checkin_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(mcf->last_seen_interval, 10000);
     ngx_conf_init_msec_value(mcf->delivery_flush, 100);
+    ngx_conf_init_uint_value(mcf->batch, 8);
     ngx_conf_init_value(mcf->cache, 1);
     ngx_conf_init_msec_value(mcf->cache_ttl, 60000);
     ngx_conf_init_uint_value(mcf->cache_size, 100000);
@@ -881,6 +890,10 @@ ngx_http_mdm_checkin_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_mdm_checkin_init_process(ngx_cycle_t *cycle)
 {
+    if (ngx_mdm_checkin_batch_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_mdm_checkin_delivery_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }

@@ -8,8 +8,10 @@
  * So the request that delivers a command writes nothing for it: an Idle
  * is a read-only transaction.
  *
- * One flush at a time; lines noted meanwhile wait for the next.  A flush
- * that fails keeps its lines for the next try, up to
+ * One flush at a time; lines noted meanwhile wait for the next.  Rows
+ * that were locked (their device's answer being stored) come back from
+ * the statement and join the next batch.  A flush that fails keeps its
+ * lines for the next try, up to
  * NGX_MDM_DELIVERY_MAX bytes, beyond which new lines are dropped with an
  * error-log line.  What a worker holds when it exits or crashes (one
  * interval) is lost: the counts are lower, the command itself is not
@@ -46,6 +48,8 @@ static void ngx_mdm_checkin_delivery_handler(ngx_event_t *ev);
 static void ngx_mdm_checkin_delivery_done(void *data, PGresult *res,
     ngx_int_t rc);
 static void ngx_mdm_checkin_delivery_arm(void);
+static ngx_int_t ngx_mdm_checkin_delivery_room(ngx_mdm_checkin_delivery_t *d,
+    size_t need);
 
 
 static const char  ngx_mdm_checkin_delivered_sql[] =
@@ -93,7 +97,7 @@ void
 ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len)
 {
     u_char                      *p;
-    size_t                       need, size;
+    size_t                       need;
     ngx_time_t                  *tp;
     ngx_mdm_checkin_delivery_t  *d;
 
@@ -119,40 +123,8 @@ ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len)
     /* time, 2 tabs, line feed, and a spare byte for the final NUL */
     need = NGX_TIME_T_LEN + 4 + id->len + len + 4;
 
-    if (d->len + need > d->size) {
-
-        if (d->len + need > NGX_MDM_DELIVERY_MAX) {
-            if (d->dropped++ == 0) {
-                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                              "mdm check-in: delivery counts not written "
-                              "yet exceed %uz bytes: dropping new ones",
-                              (size_t) NGX_MDM_DELIVERY_MAX);
-            }
-
-            return;
-        }
-
-        size = ngx_max(d->size * 2, 16384);
-
-        while (size < d->len + need) {
-            size *= 2;
-        }
-
-        p = ngx_alloc(size, ngx_cycle->log);
-        if (p == NULL) {
-            return;
-        }
-
-        if (d->len) {
-            ngx_memcpy(p, d->buf, d->len);
-        }
-
-        if (d->buf) {
-            ngx_free(d->buf);
-        }
-
-        d->buf = p;
-        d->size = size;
+    if (ngx_mdm_checkin_delivery_room(d, need) != NGX_OK) {
+        return;
     }
 
     tp = ngx_timeofday();
@@ -173,6 +145,54 @@ ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len)
     }
 
     ngx_mdm_checkin_delivery_arm();
+}
+
+
+/* room for need more bytes (and the final NUL) in the buffer */
+
+static ngx_int_t
+ngx_mdm_checkin_delivery_room(ngx_mdm_checkin_delivery_t *d, size_t need)
+{
+    u_char  *p;
+    size_t   size;
+
+    if (d->len + need > d->size) {
+
+        if (d->len + need > NGX_MDM_DELIVERY_MAX) {
+            if (d->dropped++ == 0) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "mdm check-in: delivery counts not written "
+                              "yet exceed %uz bytes: dropping new ones",
+                              (size_t) NGX_MDM_DELIVERY_MAX);
+            }
+
+            return NGX_DECLINED;
+        }
+
+        size = ngx_max(d->size * 2, 16384);
+
+        while (size < d->len + need) {
+            size *= 2;
+        }
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (d->len) {
+            ngx_memcpy(p, d->buf, d->len);
+        }
+
+        if (d->buf) {
+            ngx_free(d->buf);
+        }
+
+        d->buf = p;
+        d->size = size;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -233,18 +253,29 @@ static void
 ngx_mdm_checkin_delivery_done(void *data, PGresult *res, ngx_int_t rc)
 {
     u_char                      *p;
+    size_t                       len;
     ngx_mdm_checkin_delivery_t  *d = data;
 
     d->busy = 0;
 
     if (rc == NGX_OK) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "mdm check-in: delivery counts: %s rows",
-                       PQgetvalue(res, 0, 0));
-
         ngx_free(d->sending);
         d->sending = NULL;
         d->dropped = 0;
+
+        /* rows that were locked: in the next batch */
+
+        len = PQgetlength(res, 0, 0);
+
+        if (len && ngx_mdm_checkin_delivery_room(d, len + 2) == NGX_OK) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "mdm check-in: delivery counts of locked rows "
+                           "left for the next batch");
+
+            p = ngx_cpymem(d->buf + d->len, PQgetvalue(res, 0, 0), len);
+            *p++ = '\n';
+            d->len = p - d->buf;
+        }
 
         ngx_mdm_checkin_delivery_arm();
         return;

@@ -59,6 +59,7 @@ typedef struct {
     ngx_uint_t                 events_maxlen;
     ngx_msec_t                 last_seen_interval;
     ngx_msec_t                 delivery_flush;
+    ngx_uint_t                 batch;           /* mdm_checkin_batch */
     ngx_flag_t                 cache;           /* mdm_checkin_cache */
     ngx_msec_t                 cache_ttl;
     ngx_uint_t                 cache_size;
@@ -107,7 +108,11 @@ struct ngx_http_mdm_checkin_ctx_s {
                                                      began at */
     ngx_http_request_t                *request;
     ngx_queue_t                        sync_link; /* waiting for a sync */
+    ngx_queue_t                        batch_link; /* waiting for a batch */
+    void                              *batch;     /* the batch sent */
+    int                                row;       /* its row in res */
     unsigned                           no_last_seen:1;
+    unsigned                           batched:1; /* waiting or sent */
 
     /* query parameters; text ones are NUL-terminated */
     ngx_uint_t                         nparams;
@@ -166,6 +171,12 @@ void ngx_http_mdm_checkin_event(ngx_http_request_t *r,
     ngx_uint_t nextra);
 ngx_int_t ngx_mdm_checkin_last_seen_init(ngx_cycle_t *cycle);
 ngx_int_t ngx_mdm_checkin_delivery_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_mdm_checkin_batch_init_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_mdm_checkin_batch_usable(void);
+ngx_int_t ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx);
+void ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc);
 void ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len);
 
 /* ngx_mdm_checkin_cache.c: the Idle cache of this worker */

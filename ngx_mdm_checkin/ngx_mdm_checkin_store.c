@@ -44,8 +44,6 @@ static void ngx_http_mdm_checkin_param_bool(ngx_http_mdm_checkin_ctx_t *ctx,
 
 static ngx_int_t ngx_http_mdm_checkin_query(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx);
-static void ngx_http_mdm_checkin_db_done(ngx_http_request_t *r,
-    PGresult *res, ngx_int_t rc);
 static void ngx_http_mdm_checkin_done_empty(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx, PGresult *res);
 static void ngx_http_mdm_checkin_done_token_update(ngx_http_request_t *r,
@@ -296,6 +294,14 @@ ngx_http_mdm_checkin_query(ngx_http_request_t *r,
 
     step->params(ctx);
 
+    if (msg->kind == NGX_MDM_CHECKIN_KIND_REPORT
+        && ngx_mdm_checkin_batch_usable())
+    {
+        return ngx_http_mdm_checkin_batch_add(r, ctx);
+    }
+
+    ctx->row = 0;
+
     ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
     args.sql = step->sql;
     args.nparams = ctx->nparams;
@@ -459,7 +465,7 @@ ngx_http_mdm_checkin_param_bool(ngx_http_mdm_checkin_ctx_t *ctx, int value)
 
 /* the database answered */
 
-static void
+void
 ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc)
 {
@@ -510,13 +516,13 @@ ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,
         return;
     }
 
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+    if (PQntuples(res) <= ctx->row || PQgetisnull(res, ctx->row, 0)) {
         code = (u_char *) "";
         len = 0;
 
     } else {
-        code = (u_char *) PQgetvalue(res, 0, 0);
-        len = PQgetlength(res, 0, 0);
+        code = (u_char *) PQgetvalue(res, ctx->row, 0);
+        len = PQgetlength(res, ctx->row, 0);
     }
 
     for (c = ngx_http_mdm_checkin_codes; c->code.len; c++) {
@@ -559,8 +565,8 @@ ngx_http_mdm_checkin_done_token_update(ngx_http_request_t *r,
     ngx_str_t  extra[2];
 
     ngx_str_set(&extra[0], "token_update_tally");
-    extra[1].data = (u_char *) PQgetvalue(res, 0, 1);
-    extra[1].len = PQgetlength(res, 0, 1);
+    extra[1].data = (u_char *) PQgetvalue(res, ctx->row, 1);
+    extra[1].len = PQgetlength(res, ctx->row, 1);
 
     ngx_http_mdm_checkin_event(r, ctx, "checkin", extra, 2);
 
@@ -576,15 +582,15 @@ ngx_http_mdm_checkin_done_bootstrap_token(ngx_http_request_t *r,
 {
     ngx_http_mdm_checkin_event(r, ctx, "checkin", NULL, 0);
 
-    if (PQgetisnull(res, 0, 1)) {
+    if (PQgetisnull(res, ctx->row, 1)) {
         ngx_http_finalize_request(r, ngx_http_mdm_checkin_answer(r, NULL, 0));
         return;
     }
 
     ngx_http_finalize_request(r,
         ngx_http_mdm_checkin_answer_bootstrap_token(r,
-                                    (u_char *) PQgetvalue(res, 0, 1),
-                                    PQgetlength(res, 0, 1)));
+                                    (u_char *) PQgetvalue(res, ctx->row, 1),
+                                    PQgetlength(res, ctx->row, 1)));
 }
 
 
@@ -622,7 +628,7 @@ ngx_http_mdm_checkin_done_report(ngx_http_request_t *r,
 {
     ngx_str_t  extra[4];
 
-    if (PQgetlength(res, 0, 0) == sizeof("unknown_command") - 1) {
+    if (PQgetlength(res, ctx->row, 0) == sizeof("unknown_command") - 1) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mdm check-in: %V report of \"%V\" for command \"%V\" "
                       "that is not in its queue: not stored",
@@ -631,14 +637,15 @@ ngx_http_mdm_checkin_done_report(ngx_http_request_t *r,
                       (ngx_str_t *) &ctx->msg.command_uuid);
     }
 
-    if (!PQgetisnull(res, 0, 4)) {
-        ngx_http_mdm_checkin_expired(r, ctx, (u_char *) PQgetvalue(res, 0, 4),
-                                     PQgetlength(res, 0, 4));
+    if (!PQgetisnull(res, ctx->row, 4)) {
+        ngx_http_mdm_checkin_expired(r, ctx,
+                                     (u_char *) PQgetvalue(res, ctx->row, 4),
+                                     PQgetlength(res, ctx->row, 4));
     }
 
-    if (PQgetisnull(res, 0, 3)) {
+    if (PQgetisnull(res, ctx->row, 3)) {
 
-        if (ctx->cache_gen && PQgetisnull(res, 0, 4)) {
+        if (ctx->cache_gen && PQgetisnull(res, ctx->row, 4)) {
             /* an Idle, nothing queued: remember it */
             ngx_mdm_checkin_cache_fill(ctx->msg.id.data, ctx->msg.id.len,
                                        ctx->identity.sha256, ctx->cache_gen,
@@ -655,21 +662,21 @@ ngx_http_mdm_checkin_done_report(ngx_http_request_t *r,
     }
 
     ngx_str_set(&extra[0], "next_command_uuid");
-    extra[1].data = (u_char *) PQgetvalue(res, 0, 1);
-    extra[1].len = PQgetlength(res, 0, 1);
+    extra[1].data = (u_char *) PQgetvalue(res, ctx->row, 1);
+    extra[1].len = PQgetlength(res, ctx->row, 1);
 
     ngx_mdm_checkin_delivered((ngx_str_t *) &ctx->msg.id, extra[1].data,
                               extra[1].len);
 
     ngx_str_set(&extra[2], "next_request_type");
-    extra[3].data = (u_char *) PQgetvalue(res, 0, 2);
-    extra[3].len = PQgetlength(res, 0, 2);
+    extra[3].data = (u_char *) PQgetvalue(res, ctx->row, 2);
+    extra[3].len = PQgetlength(res, ctx->row, 2);
 
     ngx_http_mdm_checkin_event(r, ctx, "report", extra, 4);
 
     ngx_http_finalize_request(r,
-        ngx_http_mdm_checkin_answer(r, (u_char *) PQgetvalue(res, 0, 3),
-                                    PQgetlength(res, 0, 3)));
+        ngx_http_mdm_checkin_answer(r, (u_char *) PQgetvalue(res, ctx->row, 3),
+                                    PQgetlength(res, ctx->row, 3)));
 }
 
 

@@ -500,16 +500,20 @@ $$;
 -- commit asynchronously (2. above).
 CREATE FUNCTION mdm_command_report(p_sha256 bytea,
     p_grace integer, p_id text, p_device_id text, p_status text,
-    p_command_uuid text, p_result bytea)
-RETURNS TABLE (o_code text, o_command_uuid text, o_request_type text,
-               o_command bytea, o_expired text)
+    p_command_uuid text, p_result bytea,
+    OUT o_code text, OUT o_command_uuid text, OUT o_request_type text,
+    OUT o_command bytea, OUT o_expired text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_code     text;
-    v_expired  text;
-    v_next     record;
+    v_holds    boolean;
+    v_expires  timestamptz;
 BEGIN
-    -- mdm_checkin_auth() and the enrollment, in one statement
+    -- mdm_checkin_auth(), the enrollment, whether it has holds, and the
+    -- command that comes next, in one statement: the report's own command
+    -- is left out (whatever it becomes, it is not sent again in this
+    -- exchange), and so are held ones, except at an Idle, which releases
+    -- them.  Common paths: an Idle is this statement alone, a result is
+    -- this and its UPDATE.
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM mdm_certificates
                      WHERE sha256 = p_sha256 AND revoked_at IS NOT NULL)
@@ -521,22 +525,43 @@ BEGIN
         WHEN NOT EXISTS (SELECT 1 FROM mdm_enrollments WHERE id = p_id)
             THEN 'unknown'
         ELSE 'ok'
-    END INTO v_code
+    END,
+    p_status = 'Idle'
+        AND EXISTS (SELECT 1 FROM mdm_queue h
+                    WHERE h.enrollment_id = p_id AND h.held),
+    n.command_uuid, n.request_type, n.command, n.expires_at
+    INTO o_code, v_holds, o_command_uuid, o_request_type, o_command,
+         v_expires
     FROM (SELECT 1) AS one
-    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256;
+    LEFT JOIN mdm_cert_bindings b ON b.sha256 = p_sha256
+    LEFT JOIN LATERAL (
+        SELECT q.command_uuid, c.request_type, c.command, c.expires_at
+        FROM mdm_queue q
+        JOIN mdm_commands c ON c.command_uuid = q.command_uuid
+        WHERE q.enrollment_id = p_id
+          AND q.status IN ('Queued', 'NotNow')
+          AND (p_status = 'Idle' OR NOT q.held)
+          AND (p_command_uuid IS NULL OR q.command_uuid <> p_command_uuid)
+        ORDER BY q.priority DESC, q.queued_at, q.command_uuid
+        LIMIT 1
+    ) AS n ON true;
 
-    IF v_code <> 'ok' THEN
-        RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,
-                            NULL::text;
+    IF o_code <> 'ok' THEN
+        o_command_uuid := NULL;
+        o_request_type := NULL;
+        o_command := NULL;
         RETURN;
     END IF;
 
     IF p_status = 'Idle' THEN
-        -- nothing here is a device's answer: no need to wait for the flush
-        PERFORM set_config('synchronous_commit', 'off', true);
+        IF v_holds THEN
+            -- nothing here is a device's answer: no need to wait for the
+            -- flush
+            SET LOCAL synchronous_commit TO off;
 
-        UPDATE mdm_queue SET held = false
-        WHERE enrollment_id = p_id AND held;
+            UPDATE mdm_queue SET held = false
+            WHERE enrollment_id = p_id AND held;
+        END IF;
 
     ELSIF p_status = 'NotNow' THEN
         UPDATE mdm_queue SET
@@ -554,7 +579,7 @@ BEGIN
             WHERE enrollment_id = p_id AND command_uuid = p_command_uuid;
 
             IF NOT FOUND THEN
-                v_code := 'unknown_command';
+                o_code := 'unknown_command';
             END IF;
         END IF;
 
@@ -568,39 +593,49 @@ BEGIN
         WHERE enrollment_id = p_id AND command_uuid = p_command_uuid;
 
         IF NOT FOUND THEN
-            v_code := 'unknown_command';
+            o_code := 'unknown_command';
         END IF;
     END IF;
 
+    IF v_expires IS NULL OR v_expires > now() THEN
+        RETURN;
+    END IF;
+
+    -- the next command has expired: expire it, and every other one met on
+    -- the way to one that has not
+    IF p_status = 'Idle' THEN
+        SET LOCAL synchronous_commit TO off;
+    END IF;
+
     LOOP
+        IF v_expires IS NOT NULL AND v_expires <= now() THEN
+            UPDATE mdm_queue SET status = 'Expired', updated_at = now()
+            WHERE enrollment_id = p_id AND command_uuid = o_command_uuid;
+
+            o_expired := concat_ws(E'\n', o_expired, o_command_uuid);
+
+        ELSE
+            RETURN;
+        END IF;
+
         SELECT q.command_uuid, c.request_type, c.command, c.expires_at
-        INTO v_next
+        INTO o_command_uuid, o_request_type, o_command, v_expires
         FROM mdm_queue q
         JOIN mdm_commands c ON c.command_uuid = q.command_uuid
         WHERE q.enrollment_id = p_id
           AND q.status IN ('Queued', 'NotNow')
           AND NOT q.held
+          AND (p_command_uuid IS NULL OR q.command_uuid <> p_command_uuid)
         ORDER BY q.priority DESC, q.queued_at, q.command_uuid
         LIMIT 1;
 
-        EXIT WHEN NOT FOUND;
-
-        IF v_next.expires_at IS NOT NULL AND v_next.expires_at <= now() THEN
-            UPDATE mdm_queue SET status = 'Expired', updated_at = now()
-            WHERE enrollment_id = p_id
-              AND command_uuid = v_next.command_uuid;
-
-            v_expired := concat_ws(E'\n', v_expired, v_next.command_uuid);
-            CONTINUE;
+        IF NOT FOUND THEN
+            o_command_uuid := NULL;
+            o_request_type := NULL;
+            o_command := NULL;
+            RETURN;
         END IF;
-
-        RETURN QUERY SELECT v_code, v_next.command_uuid,
-                            v_next.request_type, v_next.command, v_expired;
-        RETURN;
     END LOOP;
-
-    RETURN QUERY SELECT v_code, NULL::text, NULL::text, NULL::bytea,
-                        v_expired;
 END
 $$;
 
@@ -630,36 +665,62 @@ $$;
 
 
 -- Delivery bookkeeping (3. above), from the workers: one line per delivery,
--- "<unix time>\t<enrollment id>\t<command uuid>" (neither holds a tab or a
--- line feed; the workers skip any that would).  Adds the deliveries to
--- sent_count and moves sent_at forward; rows gone or settled since are
--- still counted.  Returns the rows updated.
+-- "<unix time>\t<enrollment id>\t<command uuid>[\t<count>]" (neither id
+-- holds a tab or a line feed; the workers skip any that would).  Adds the
+-- deliveries to sent_count and moves sent_at forward; settled rows are
+-- still counted, rows gone are not.  Never waits for a row lock: a row
+-- locked by a transaction under way (its device's answer being stored)
+-- is skipped and comes back in the result, in the same format, for the
+-- worker's next batch; NULL when every row was written.
+--
+-- The statement is planned at each call (EXECUTE): a plan cached while
+-- the queue was small (a join that reads the whole queue) would stay when
+-- it has grown to millions of rows; a fresh one probes the primary key for
+-- each of the batch's rows.
 CREATE FUNCTION mdm_queue_delivered(p_batch text)
-RETURNS integer
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_rows  integer;
+    v_left  text;
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
+    SET LOCAL synchronous_commit TO off;
 
-    WITH d AS (
-        SELECT split_part(l, E'\t', 2) AS id,
-               split_part(l, E'\t', 3) AS uuid,
-               count(*)::integer AS n,
-               max(to_timestamp(split_part(l, E'\t', 1)::double precision))
-                   AS at
-        FROM unnest(string_to_array(p_batch, E'\n')) AS l
-        WHERE l LIKE '%' || E'\t' || '%' || E'\t' || '%'
-        GROUP BY 1, 2
-    )
-    UPDATE mdm_queue q SET
-        sent_count = q.sent_count + d.n,
-        sent_at = greatest(q.sent_at, d.at)
-    FROM d
-    WHERE q.enrollment_id = d.id AND q.command_uuid = d.uuid;
+    EXECUTE $q$
+        WITH d AS (
+            SELECT split_part(l, E'\t', 2) AS id,
+                   split_part(l, E'\t', 3) AS uuid,
+                   sum(coalesce(nullif(split_part(l, E'\t', 4), '')::integer,
+                                1))::integer AS n,
+                   max(to_timestamp(split_part(l, E'\t', 1)::float8)) AS at
+            FROM unnest(string_to_array($1, E'\n')) AS l
+            WHERE l LIKE '%' || E'\t' || '%' || E'\t' || '%'
+            GROUP BY 1, 2
+        ), locked AS (
+            SELECT q.enrollment_id, q.command_uuid
+            FROM mdm_queue q JOIN d
+                ON q.enrollment_id = d.id AND q.command_uuid = d.uuid
+            FOR UPDATE OF q SKIP LOCKED
+        ), done AS (
+            UPDATE mdm_queue q SET
+                sent_count = q.sent_count + d.n,
+                sent_at = greatest(q.sent_at, d.at)
+            FROM locked k JOIN d
+                ON d.id = k.enrollment_id AND d.uuid = k.command_uuid
+            WHERE q.enrollment_id = k.enrollment_id
+              AND q.command_uuid = k.command_uuid
+            RETURNING q.enrollment_id, q.command_uuid
+        )
+        SELECT string_agg(concat_ws(E'\t', extract(epoch FROM d.at),
+                                    d.id, d.uuid, d.n), E'\n')
+        FROM d
+        WHERE NOT EXISTS (SELECT 1 FROM done
+                          WHERE done.enrollment_id = d.id
+                            AND done.command_uuid = d.uuid)
+          AND EXISTS (SELECT 1 FROM mdm_queue q
+                      WHERE q.enrollment_id = d.id
+                        AND q.command_uuid = d.uuid)
+    $q$ INTO v_left USING p_batch;
 
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-
-    RETURN v_rows;
+    RETURN v_left;
 END
 $$;

@@ -82,17 +82,16 @@ BEGIN
             MESSAGE = format('mdm_queue: no enrollment %L', v_missing);
     END IF;
 
-    -- one command for many rows: look each up once
-    SELECT n.command_uuid INTO v_missing
-    FROM (SELECT DISTINCT command_uuid FROM mdm_queue_new) AS n
-    WHERE NOT EXISTS (SELECT 1 FROM mdm_commands c
-                      WHERE c.command_uuid = n.command_uuid)
-    LIMIT 1;
+    -- one command for many rows: look each up once, by its key (a join
+    -- here may be planned as a scan of all of mdm_commands)
+    FOR v_missing IN SELECT DISTINCT command_uuid FROM mdm_queue_new LOOP
+        PERFORM 1 FROM mdm_commands WHERE command_uuid = v_missing;
 
-    IF FOUND THEN
-        RAISE foreign_key_violation USING
-            MESSAGE = format('mdm_queue: no command %L', v_missing);
-    END IF;
+        IF NOT FOUND THEN
+            RAISE foreign_key_violation USING
+                MESSAGE = format('mdm_queue: no command %L', v_missing);
+        END IF;
+    END LOOP;
 
     RETURN NULL;
 END

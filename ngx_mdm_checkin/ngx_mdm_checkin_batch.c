@@ -1,0 +1,464 @@
+
+/*
+ * Command reports in batches (README.md, "Check-in and commands",
+ * "Performance").  A worker keeps at most mdm_checkin_batch report
+ * statements in flight; a report that comes while they all are waits, and
+ * every report waiting when one returns goes in the next, up to
+ * NGX_MDM_CHECKIN_BATCH_MAX: one statement, one transaction, one commit
+ * (one WAL flush) for all of them:
+ *
+ *   SELECT ... FROM unnest($1::bytea[], ...) WITH ORDINALITY AS a
+ *   CROSS JOIN LATERAL mdm_command_report(a.sha256, ...) AS r
+ *
+ * the same function, with the same arguments, as a report sent alone; a
+ * report alone is sent alone (the prepared single statement).  Each
+ * request gets its own row; an error fails the statement and so every
+ * report in it (a deadlock or serialization failure: 503, nothing was
+ * written, the devices retry).  Two reports of one enrollment never share
+ * a batch (the second waits for the next): their order stays the order
+ * they came in.
+ *
+ * The arrays are sent in PostgreSQL's binary array format (array_recv):
+ * no quoting, and a result plist goes as its bytes.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_mdm_checkin_module.h"
+
+
+#define NGX_MDM_CHECKIN_BATCH_MAX    64
+#define NGX_MDM_CHECKIN_BATCH_COLS   7
+
+#define NGX_MDM_PG_BYTEA_OID         17
+#define NGX_MDM_PG_TEXT_OID          25
+
+
+typedef struct {
+    ngx_uint_t                    n;
+    ngx_http_mdm_checkin_ctx_t   *items[NGX_MDM_CHECKIN_BATCH_MAX];
+    u_char                       *arrays[NGX_MDM_CHECKIN_BATCH_COLS];
+    int                           lengths[NGX_MDM_CHECKIN_BATCH_COLS];
+    unsigned                      sent:1;
+} ngx_mdm_checkin_batch_t;
+
+
+typedef struct {
+    ngx_queue_t                   waiting;
+    ngx_uint_t                    in_flight;
+    ngx_uint_t                    max;
+    ngx_uint_t                    prepare;
+    unsigned                      enabled:1;
+} ngx_mdm_checkin_batcher_t;
+
+
+static void ngx_mdm_checkin_batch_send(void);
+static ngx_int_t ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b);
+static ngx_int_t ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b);
+static void ngx_mdm_checkin_batch_done(void *data, PGresult *res,
+    ngx_int_t rc);
+static void ngx_http_mdm_checkin_batch_cleanup(void *data);
+
+
+/* the columns: mdm_command_report()'s, then the row's place */
+static const char  ngx_mdm_checkin_batch_sql[] =
+    "SELECT r.o_code, r.o_command_uuid, r.o_request_type, r.o_command, "
+           "r.o_expired, a.i "
+    "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
+                "$5::text[], $6::text[], $7::bytea[]) "
+         "WITH ORDINALITY AS a(sha256, grace, id, device_id, status, "
+                             "command_uuid, result, i) "
+    "CROSS JOIN LATERAL mdm_command_report(a.sha256, a.grace::integer, "
+        "a.id, a.device_id, a.status, a.command_uuid, a.result) AS r";
+
+static const Oid  ngx_mdm_checkin_batch_types[NGX_MDM_CHECKIN_BATCH_COLS] = {
+    NGX_MDM_PG_BYTEA_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
+    NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
+    NGX_MDM_PG_BYTEA_OID
+};
+
+
+static ngx_mdm_checkin_batcher_t  ngx_mdm_checkin_batcher;
+
+
+ngx_int_t
+ngx_mdm_checkin_batch_init_process(ngx_cycle_t *cycle)
+{
+    ngx_mdm_checkin_batcher_t         *bt;
+    ngx_http_mdm_checkin_main_conf_t  *mcf;
+
+    bt = &ngx_mdm_checkin_batcher;
+    ngx_memzero(bt, sizeof(ngx_mdm_checkin_batcher_t));
+    ngx_queue_init(&bt->waiting);
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_mdm_checkin_module);
+    if (mcf == NULL || !mcf->used || mcf->batch == 0) {
+        return NGX_OK;
+    }
+
+    bt->max = mcf->batch;
+    bt->prepare = mcf->prepare;
+    bt->enabled = 1;
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_mdm_checkin_batch_usable(void)
+{
+    return ngx_mdm_checkin_batcher.enabled;
+}
+
+
+/*
+ * The report's parameters are in ctx (mdm_command_report's seven, in its
+ * order): send it now if a statement is free, else wait for one.
+ */
+
+ngx_int_t
+ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
+    ngx_http_mdm_checkin_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_mdm_checkin_batch_t    *b;
+    ngx_mdm_checkin_batcher_t  *bt;
+
+    bt = &ngx_mdm_checkin_batcher;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_mdm_checkin_batch_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->batch = NULL;
+    ctx->row = 0;
+
+    if (bt->in_flight < bt->max && ngx_queue_empty(&bt->waiting)) {
+        b = ngx_calloc(sizeof(ngx_mdm_checkin_batch_t), ngx_cycle->log);
+        if (b == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->items[0] = ctx;
+        b->n = 1;
+
+        if (ngx_mdm_checkin_batch_query(b) != NGX_OK) {
+            ngx_free(b);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "mdm postgres unavailable, answering 503");
+            return ngx_http_mdm_unavailable(r);
+        }
+
+        ctx->batch = b;
+
+    } else {
+        ngx_queue_insert_tail(&bt->waiting, &ctx->batch_link);
+    }
+
+    ctx->batched = 1;
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+/* statements are free: send what waits */
+
+static void
+ngx_mdm_checkin_batch_send(void)
+{
+    ngx_uint_t                   i;
+    ngx_queue_t                 *q, *next;
+    ngx_http_request_t          *r;
+    ngx_mdm_checkin_batch_t     *b;
+    ngx_mdm_checkin_batcher_t   *bt;
+    ngx_http_mdm_checkin_ctx_t  *ctx, *other;
+
+    bt = &ngx_mdm_checkin_batcher;
+
+    while (bt->in_flight < bt->max && !ngx_queue_empty(&bt->waiting)) {
+
+        b = ngx_calloc(sizeof(ngx_mdm_checkin_batch_t), ngx_cycle->log);
+
+        if (b == NULL) {
+            /* the first one waiting fails, the others wait on */
+            q = ngx_queue_head(&bt->waiting);
+            ngx_queue_remove(q);
+            ctx = ngx_queue_data(q, ngx_http_mdm_checkin_ctx_t, batch_link);
+            ctx->batched = 0;
+            r = ctx->request;
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_run_posted_requests(r->connection);
+            continue;
+        }
+
+        /* in arrival order, one report per enrollment */
+
+        for (q = ngx_queue_head(&bt->waiting);
+             q != ngx_queue_sentinel(&bt->waiting)
+             && b->n < NGX_MDM_CHECKIN_BATCH_MAX;
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            ctx = ngx_queue_data(q, ngx_http_mdm_checkin_ctx_t, batch_link);
+
+            for (i = 0; i < b->n; i++) {
+                other = b->items[i];
+
+                if (other->msg.id.len == ctx->msg.id.len
+                    && ngx_memcmp(other->msg.id.data, ctx->msg.id.data,
+                                  ctx->msg.id.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (i < b->n) {
+                continue;
+            }
+
+            ngx_queue_remove(q);
+            ctx->batch = b;
+            ctx->row = (int) b->n;
+            b->items[b->n++] = ctx;
+        }
+
+        if (ngx_mdm_checkin_batch_query(b) != NGX_OK) {
+            ngx_mdm_checkin_batch_done(b, NULL, NGX_DECLINED);
+        }
+    }
+}
+
+
+/* one report: its own prepared statement; several: the arrays */
+
+static ngx_int_t
+ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_mdm_pg_args_t            args;
+    ngx_http_mdm_checkin_ctx_t  *ctx;
+    int                          formats[NGX_MDM_CHECKIN_BATCH_COLS];
+
+    ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
+    args.result_format = 1;
+    args.prepare = ngx_mdm_checkin_batcher.prepare ? 1 : 0;
+    args.handler = ngx_mdm_checkin_batch_done;
+    args.data = b;
+    args.log = ngx_cycle->log;
+
+    if (b->n == 1) {
+        ctx = b->items[0];
+        args.sql = ctx->step->sql;
+        args.nparams = ctx->nparams;
+        args.values = ctx->values;
+        args.lengths = ctx->lengths;
+        args.formats = ctx->formats;
+
+    } else {
+        if (ngx_mdm_checkin_batch_arrays(b) != NGX_OK) {
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        for (i = 0; i < NGX_MDM_CHECKIN_BATCH_COLS; i++) {
+            formats[i] = 1;
+        }
+
+        args.sql = ngx_mdm_checkin_batch_sql;
+        args.nparams = NGX_MDM_CHECKIN_BATCH_COLS;
+        args.values = (const char *const *) b->arrays;
+        args.lengths = b->lengths;
+        args.formats = formats;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "mdm check-in: a batch of %ui reports", b->n);
+    }
+
+    /* the pool copies the parameters */
+
+    rc = ngx_mdm_pg_query(&args) ? NGX_OK : NGX_ERROR;
+
+    if (rc == NGX_OK) {
+        ngx_mdm_checkin_batcher.in_flight++;
+        b->sent = 1;
+    }
+
+done:
+
+    for (i = 0; i < NGX_MDM_CHECKIN_BATCH_COLS; i++) {
+        if (b->arrays[i]) {
+            ngx_free(b->arrays[i]);
+            b->arrays[i] = NULL;
+        }
+    }
+
+    return rc;
+}
+
+
+/*
+ * One binary array per column: ndim, has-null flag, element type, length,
+ * lower bound, then each element as its length (-1: NULL) and bytes.
+ */
+
+static ngx_int_t
+ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b)
+{
+    u_char                      *p;
+    size_t                       size, len;
+    uint32_t                     v, nulls;
+    ngx_uint_t                   col, i;
+    ngx_http_mdm_checkin_ctx_t  *ctx;
+
+#define ngx_mdm_put32(p, n)                                                  \
+    v = htonl((uint32_t) (n)); p = ngx_cpymem(p, &v, 4)
+
+    for (col = 0; col < NGX_MDM_CHECKIN_BATCH_COLS; col++) {
+        size = 20;
+        nulls = 0;
+
+        for (i = 0; i < b->n; i++) {
+            ctx = b->items[i];
+            size += 4;
+
+            if (ctx->values[col] == NULL) {
+                nulls = 1;
+                continue;
+            }
+
+            size += ctx->formats[col] ? (size_t) ctx->lengths[col]
+                                      : ngx_strlen(ctx->values[col]);
+        }
+
+        if (size > 0x7fffffff) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->arrays[col] = p;
+        b->lengths[col] = (int) size;
+
+        ngx_mdm_put32(p, 1);
+        ngx_mdm_put32(p, nulls);
+        ngx_mdm_put32(p, ngx_mdm_checkin_batch_types[col]);
+        ngx_mdm_put32(p, b->n);
+        ngx_mdm_put32(p, 1);
+
+        for (i = 0; i < b->n; i++) {
+            ctx = b->items[i];
+
+            if (ctx->values[col] == NULL) {
+                ngx_mdm_put32(p, 0xffffffff);
+                continue;
+            }
+
+            len = ctx->formats[col] ? (size_t) ctx->lengths[col]
+                                    : ngx_strlen(ctx->values[col]);
+
+            ngx_mdm_put32(p, len);
+            p = ngx_cpymem(p, ctx->values[col], len);
+        }
+    }
+
+#undef ngx_mdm_put32
+
+    return NGX_OK;
+}
+
+
+/* each request gets its row (or the statement's error) */
+
+static void
+ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
+{
+    ngx_mdm_checkin_batch_t *b = data;
+
+    ngx_uint_t                   i;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_mdm_checkin_ctx_t  *ctx;
+
+    if (b->sent) {
+        ngx_mdm_checkin_batcher.in_flight--;
+    }
+
+    if (rc == NGX_OK && PQntuples(res) != (int) b->n) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "mdm check-in: a batch of %ui reports returned %d rows",
+                      b->n, PQntuples(res));
+    }
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->items[i];
+
+        if (ctx == NULL) {
+            continue;       /* the request is gone */
+        }
+
+        ctx->batch = NULL;
+        ctx->batched = 0;
+        r = ctx->request;
+        c = r->connection;
+
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "mdm postgres unavailable, answering 503");
+            ngx_http_finalize_request(r, ngx_http_mdm_unavailable(r));
+
+        } else {
+            ngx_http_mdm_checkin_db_done(r, res, rc);
+        }
+
+        ngx_http_run_posted_requests(c);
+    }
+
+    ngx_free(b);
+
+    ngx_mdm_checkin_batch_send();
+}
+
+
+/* the request ends before its batch: forget it */
+
+static void
+ngx_http_mdm_checkin_batch_cleanup(void *data)
+{
+    ngx_http_mdm_checkin_ctx_t *ctx = data;
+
+    ngx_mdm_checkin_batch_t  *b;
+
+    if (!ctx->batched) {
+        return;
+    }
+
+    ctx->batched = 0;
+    b = ctx->batch;
+
+    if (b == NULL) {
+        ngx_queue_remove(&ctx->batch_link);
+        return;
+    }
+
+    b->items[ctx->row] = NULL;
+}

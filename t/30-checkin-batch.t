@@ -1,0 +1,270 @@
+#!/usr/bin/perl
+# Command reports in batches (mdm_checkin_batch): reports that come while
+# the worker's statements are all in flight go together in one statement,
+# one row each: every device gets its own next command, every result is
+# stored as sent, two reports of one device keep their order, and a
+# report alone is still the single prepared statement.  Delivery counts
+# are written behind, in batches, and never wait for a row lock.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use MDM::Test;
+use MDM::Device;
+
+my $t = MDM::Test->new(name => 'checkin-batch')->plan_skip_unless_module;
+
+$t->start_postgres(settings => { log_statement => 'all' });
+$t->start_redis;
+
+my $srv = $t->tls_server_cert;
+my $ca = $t->make_ca(name => 'scep-ca');
+
+$t->write_conf(<<"EOF");
+    mdm_postgres "%%PG%% sslmode=disable";
+    mdm_redis %%REDIS%%;
+    mdm_helper_path %%TESTDIR%%/helper;
+    mdm_checkin_batch 1;
+    mdm_checkin_delivery_flush 50ms;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%% ssl;
+        server_name localhost;
+
+        ssl_certificate $srv->{cert};
+        ssl_certificate_key $srv->{key};
+        ssl_verify_client optional_no_ca;
+
+        client_max_body_size 1m;
+
+        mdm_checkin_ca $ca->{cert};
+
+        location = /mdm/apple/mdm { mdm_checkin; }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_1%%;
+        location = /status { stub_status; }
+    }
+EOF
+$t->run;
+
+$t->wait_for(sub {
+    ($t->psql("SELECT count(*) FROM pg_proc "
+              . "WHERE proname = 'mdm_queue_delivered'"))[0] == 1
+}, what => 'the helper to apply 005_checkin.sql');
+
+my $N = 8;
+my @devs = map { MDM::Device->new($t, ca => $ca, kind => 'iphone') } 1 .. $N;
+for my $d (@devs) {
+    $d->authenticate->{status} == 200 or BAIL_OUT('Authenticate failed');
+    $d->token_update->{status} == 200 or BAIL_OUT('TokenUpdate failed');
+}
+
+my $seq = 0;
+
+sub enqueue {
+    my ($id) = @_;
+    my $uuid = sprintf 'BATCH-%03d', ++$seq;
+    my $hex = unpack 'H*', MDM::Device::plist_xml({
+        CommandUUID => $uuid,
+        Command => { RequestType => 'DeviceInformation' } });
+    $t->psql("INSERT INTO mdm_commands (command_uuid, request_type, command)"
+             . " VALUES ('$uuid', 'DeviceInformation', '\\x$hex');"
+             . " INSERT INTO mdm_queue (enrollment_id, command_uuid,"
+             . " queued_at) VALUES ('$id', '$uuid', clock_timestamp())");
+    return $uuid;
+}
+
+sub row {
+    my ($id, $uuid, $cols) = @_;
+    return scalar $t->psql("SELECT $cols FROM mdm_queue WHERE "
+                           . "enrollment_id = '$id' AND command_uuid = "
+                           . "'$uuid'");
+}
+
+# requests being served, from stub_status ("Writing" counts this one too)
+sub writing {
+    my $r = $t->http(GET => '/status', port => 1, https => 0);
+    return $r->{body} =~ /Writing: (\d+)/ ? $1 : -1;
+}
+
+# a report of each device, all at once
+sub request {
+    my ($d, %m) = @_;
+    return [ PUT => '/mdm/apple/mdm',
+             body => MDM::Device::plist_xml({ UDID => $d->udid, %m }),
+             headers => { 'Content-Type' => 'application/x-apple-aspen-mdm' },
+             https => 1, host => 'localhost',
+             cert => $d->cert, key => $d->key ];
+}
+
+# Hold every statement on mdm_queue until $n requests are being served:
+# the first report takes the worker's one statement and waits for the
+# lock, the others wait in the worker and go together when it returns.
+sub held_while {
+    my ($n, $code) = @_;
+    my $locker = $t->spawn(sub {
+        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+            or die "psql: $!";
+        select((select($psql), $| = 1)[0]);
+        print $psql "BEGIN;\nLOCK TABLE mdm_queue IN ACCESS EXCLUSIVE MODE;\n"
+                    . "SELECT 1;\n";
+        $t->wait_for(sub { writing() >= $n + 1 }, timeout => 30,
+                     what => "$n requests in the worker");
+        print $psql "COMMIT;\n";
+        close $psql;
+    }, log => 'locker.log');
+
+    $t->wait_for(sub {
+        $t->psql("SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                 . "ON c.oid = l.relation WHERE c.relname = 'mdm_queue' "
+                 . "AND l.mode = 'AccessExclusiveLock' AND l.granted") == 1
+    }, what => 'the lock on mdm_queue');
+
+    my $r = $code->();
+    waitpid $locker, 0;
+    is($?, 0, 'the locker saw every request in the worker')
+        or diag $t->read_file($t->path('locker.log'));
+    return $r;
+}
+
+sub batch_statements {
+    my ($log) = @_;
+    return scalar grep { /unnest\(\$1::bytea\[\]/ }
+                  $log =~ /(?:statement|execute [^:]*): (.*)/g;
+}
+
+###########################################################################
+# Idle from every device at once: each gets its own command
+
+my %cmd = map { ($_->udid => enqueue($_->udid)) } @devs;
+
+my $before = $t->pg_log;
+my $b = held_while($N, sub {
+    $t->http_batch([ map { request($_, Status => 'Idle') } @devs ],
+                   parallel => $N);
+});
+my $log = substr $t->pg_log, length $before;
+
+is_deeply($b->{statuses}, { 200 => $N }, "$N Idles answered 200");
+for my $i (0 .. $N - 1) {
+    my $got = MDM::Device::parse_plist($b->{results}[$i]{body}, t => $t);
+    is(ref $got eq 'HASH' ? $got->{CommandUUID} : undef,
+       $cmd{ $devs[$i]->udid }, "device $i: its own command");
+}
+ok(batch_statements($log) >= 1, 'the waiting reports went as a batch');
+
+###########################################################################
+# Acknowledged from every device at once: each result stored as sent
+
+my %next = map { ($_->udid => enqueue($_->udid)) } @devs[0 .. 3];
+
+$before = $t->pg_log;
+$b = held_while($N, sub {
+    $t->http_batch([ map {
+        request($_, Status => 'Acknowledged', CommandUUID => $cmd{ $_->udid },
+                QueryResponses => { DeviceName => 'Device of ' . $_->udid })
+    } @devs ], parallel => $N);
+});
+$log = substr $t->pg_log, length $before;
+
+is_deeply($b->{statuses}, { 200 => $N }, "$N Acknowledged answered 200");
+ok(batch_statements($log) >= 1, 'as a batch');
+for my $i (0 .. $N - 1) {
+    my $d = $devs[$i];
+    my $sent = MDM::Device::plist_xml({
+        UDID => $d->udid, Status => 'Acknowledged',
+        CommandUUID => $cmd{ $d->udid },
+        QueryResponses => { DeviceName => 'Device of ' . $d->udid } });
+    is(row($d->udid, $cmd{ $d->udid }, 'status'), 'Acknowledged',
+       "device $i: Acknowledged stored");
+    is(row($d->udid, $cmd{ $d->udid }, "encode(sha256(result), 'hex')"),
+       do { require Digest::SHA; Digest::SHA::sha256_hex($sent) },
+       "device $i: its own plist, byte for byte");
+
+    my $got = $b->{results}[$i]{body} eq '' ? undef
+            : MDM::Device::parse_plist($b->{results}[$i]{body}, t => $t);
+    is(ref $got eq 'HASH' ? $got->{CommandUUID} : undef,
+       $next{ $d->udid }, "device $i: then its next command, if any");
+}
+
+###########################################################################
+# two reports of one device in one wait: two statements, in order
+
+my $one = $devs[0];
+my $c1 = enqueue($one->udid);
+my $c2 = enqueue($one->udid);
+is($one->idle->{command}{CommandUUID}, $next{ $one->udid },
+   'the command left over first');
+$one->report('Acknowledged', $next{ $one->udid });
+
+$before = $t->pg_log;
+$b = held_while(3, sub {
+    $t->http_batch([ request($devs[1], Status => 'Idle'),
+                     request($one, Status => 'Acknowledged',
+                             CommandUUID => $c1),
+                     request($one, Status => 'Acknowledged',
+                             CommandUUID => $c2) ], parallel => 3);
+});
+is_deeply($b->{statuses}, { 200 => 3 }, 'all answered 200');
+is(row($one->udid, $c1, 'status') . ',' . row($one->udid, $c2, 'status'),
+   'Acknowledged,Acknowledged', 'both results stored');
+
+###########################################################################
+# a report alone: the single statement
+
+$before = $t->pg_log;
+is($devs[2]->idle->{status}, 200, 'an Idle alone');
+$log = substr $t->pg_log, length $before;
+is(batch_statements($log), 0, 'no batch for a report alone');
+like($log, qr/mdm_command_report\(\$1/, 'the single statement');
+
+###########################################################################
+# delivery counts: written behind; a locked row is skipped, then written
+
+my $lk = enqueue($devs[5]->udid);
+is($devs[5]->idle->{command}{CommandUUID}, $lk, 'delivered');
+ok($t->wait_for(sub { row($devs[5]->udid, $lk, 'sent_count') == 1 },
+                what => 'the delivery count'), 'counted once');
+
+my $locker = $t->spawn(sub {
+    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+        or die "psql: $!";
+    select((select($psql), $| = 1)[0]);
+    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = '$lk'"
+                . " FOR UPDATE;\n";
+    $t->wait_for(sub { -e $t->path('release') }, timeout => 30,
+                 what => 'the release');
+    print $psql "COMMIT;\n";
+    close $psql;
+}, log => 'rowlock.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'"
+             . " AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid()")
+        >= 1
+}, what => 'the row lock');
+
+$before = $t->pg_log;
+is($devs[5]->idle->{command}{CommandUUID}, $lk, 'delivered again');
+# one flush at a time: a second one means the first did not wait
+$t->wait_for(sub {
+    my @f = (substr $t->pg_log, length $before) =~ /mdm_queue_delivered/g;
+    @f >= 2
+}, what => 'two flushes while the row is locked');
+is(row($devs[5]->udid, $lk, 'sent_count'), 1,
+   'the locked row is skipped, the flush does not wait for it');
+$t->write_file('release', '');
+waitpid $locker, 0;
+ok($t->wait_for(sub { row($devs[5]->udid, $lk, 'sent_count') == 2 },
+                what => 'the count after the lock'),
+   'written by a later flush');
+
+is_deeply([$t->log_alerts], [], 'no alerts');
+
+done_testing;
