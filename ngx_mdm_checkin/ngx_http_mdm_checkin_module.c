@@ -651,6 +651,13 @@ ngx_http_mdm_checkin_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (mcf->batch > 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mdm_checkin_batch\" must be between 0 "
+                           "and 1024");
+        return NGX_CONF_ERROR;
+    }
+
     if (mcf->delivery_flush == 0 || mcf->delivery_flush > 60000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"mdm_checkin_delivery_flush\" must be "

@@ -132,10 +132,15 @@ ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle)
 
     for (size = 64; size < mcf->cache_size; size <<= 1) { /* void */ }
 
-    /* calloc(): untouched buckets take no memory */
-    cache->buckets = ngx_calloc(size * sizeof(ngx_mdm_checkin_cache_entry_t *),
-                                cycle->log);
+    /*
+     * calloc(), not ngx_calloc() (malloc() and memset()): zeroed pages that
+     * take no memory until a bucket on them is used
+     */
+    cache->buckets = calloc(size, sizeof(ngx_mdm_checkin_cache_entry_t *));
     if (cache->buckets == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "calloc(%uz) failed",
+                      size * sizeof(ngx_mdm_checkin_cache_entry_t *));
         return NGX_ERROR;
     }
 

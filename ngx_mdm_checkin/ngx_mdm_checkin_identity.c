@@ -20,11 +20,10 @@
  * table of the worker keyed by the SHA-256 of the header's value (no
  * parsing either).  A certificate that failed is never remembered.
  *
- * Memory (bench/checkin conn-5k: 5,000 idle keep-alive connections on one
- * worker): a connection's record is an ex_data of its SSL object, about
- * 100 bytes freed with it (a pool cleanup took a second 512-byte block of
- * the connection's pool); the forwarded table is calloc()ed, its pages
- * untouched until used (ngx_calloc() zeroes them: 7 MB per worker).
+ * Memory (README-part-conn.md): a connection's record lives in the
+ * second block of the connection's pool, which nginx takes anyway on an
+ * HTTPS keep-alive connection; the forwarded table is calloc()ed, its
+ * pages untouched until used, and holds no X509.
  */
 
 
@@ -39,9 +38,15 @@
 #define NGX_MDM_CHECKIN_FORWARDED_SLOTS  65536
 
 
-/* a verified certificate, as remembered (the hex form is made on recall) */
+/*
+ * A verified certificate, as remembered: what the request needs of it
+ * (the hex form is made on recall).  A connection's record references its
+ * TLS certificate (the session's own object: no memory), to recognise it;
+ * a forwarded one keeps no X509 (each took about 5 KB: a decoded
+ * certificate and its public key).
+ */
 typedef struct {
-    X509                             *cert;       /* referenced */
+    X509                             *cert;       /* referenced, or NULL */
     ngx_mdm_x509_verifier_t          *verifier;
     time_t                            until;
     time_t                            not_after;
@@ -57,7 +62,7 @@ static void ngx_http_mdm_checkin_conn_verified_cleanup(void *data);
 static ngx_int_t ngx_http_mdm_checkin_recall(ngx_http_mdm_checkin_ctx_t *ctx,
     ngx_http_mdm_checkin_verified_t *v);
 static void ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
-    ngx_http_mdm_checkin_verified_t *v);
+    ngx_http_mdm_checkin_verified_t *v, X509 *cert);
 static ngx_table_elt_t *ngx_http_mdm_checkin_header(ngx_http_request_t *r,
     const u_char *name, size_t len);
 static ngx_int_t ngx_http_mdm_checkin_refused(ngx_http_request_t *r,
@@ -152,17 +157,12 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
                           (key[0] | key[1] << 8)
                           & (NGX_MDM_CHECKIN_FORWARDED_SLOTS - 1)];
 
-                if (slot->cert != NULL
-                    && ngx_memcmp(slot->key, key, sizeof(key)) == 0
+                if (ngx_memcmp(slot->key, key, sizeof(key)) == 0
                     && slot->verifier == lcf->verifier
-                    && X509_up_ref(slot->cert))
+                    && ngx_http_mdm_checkin_recall(ctx, slot) == NGX_OK)
                 {
-                    if (ngx_http_mdm_checkin_recall(ctx, slot) == NGX_OK) {
-                        id->cert = slot->cert;
-                        return NGX_OK;
-                    }
-
-                    X509_free(slot->cert);
+                    /* no X509 in the identity: nothing after needs it */
+                    return NGX_OK;
                 }
             }
 
@@ -286,13 +286,13 @@ ngx_http_mdm_checkin_identity(ngx_http_request_t *r,
     if (id->source == NGX_HTTP_MDM_CHECKIN_FROM_TLS) {
         v = ngx_http_mdm_checkin_conn_verified(c, 1);
         if (v) {
-            ngx_http_mdm_checkin_remember(ctx, v);
+            ngx_http_mdm_checkin_remember(ctx, v, id->cert);
         }
 
     } else if (id->source == NGX_HTTP_MDM_CHECKIN_FROM_FORWARDED
                && slot != NULL)
     {
-        ngx_http_mdm_checkin_remember(ctx, slot);
+        ngx_http_mdm_checkin_remember(ctx, slot, NULL);
         ngx_memcpy(slot->key, key, sizeof(key));
     }
 
@@ -322,8 +322,7 @@ ngx_mdm_checkin_identity_init_process(ngx_cycle_t *cycle)
     /*
      * calloc(), not ngx_calloc() (malloc() and memset()): zeroed pages
      * that take no memory until used (a server that never sees a
-     * forwarded certificate never touches them).  The X509s it holds are
-     * freed when the worker exits.
+     * forwarded certificate never touches them).
      */
 
     ngx_http_mdm_checkin_forwarded = calloc(NGX_MDM_CHECKIN_FORWARDED_SLOTS,
@@ -400,7 +399,7 @@ ngx_http_mdm_checkin_recall(ngx_http_mdm_checkin_ctx_t *ctx,
     u_char                           *p;
     ngx_http_mdm_checkin_identity_t  *id;
 
-    if (v->cert == NULL || ngx_time() >= v->until) {
+    if (v->until == 0 || ngx_time() >= v->until) {
         return NGX_DECLINED;
     }
 
@@ -419,7 +418,7 @@ ngx_http_mdm_checkin_recall(ngx_http_mdm_checkin_ctx_t *ctx,
 
 static void
 ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
-    ngx_http_mdm_checkin_verified_t *v)
+    ngx_http_mdm_checkin_verified_t *v, X509 *cert)
 {
     time_t                            until, now;
     ngx_http_mdm_checkin_identity_t  *id;
@@ -433,7 +432,7 @@ ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
         until = now + NGX_MDM_CHECKIN_VERIFIED_TTL;
     }
 
-    if (!X509_up_ref(id->cert)) {
+    if (cert && !X509_up_ref(cert)) {
         return;
     }
 
@@ -441,7 +440,7 @@ ngx_http_mdm_checkin_remember(ngx_http_mdm_checkin_ctx_t *ctx,
         X509_free(v->cert);
     }
 
-    v->cert = id->cert;
+    v->cert = cert;
     v->verifier = ctx->lcf->verifier;
     v->until = until;
     v->not_after = id->not_after;

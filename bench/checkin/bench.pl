@@ -21,6 +21,9 @@ use lib "$FindBin::Bin/../../t/lib";
 use MDM::Test;
 
 my $seconds = $ENV{MDM_BENCH_SECONDS} // 10;
+# MDM_BENCH_TLS="directive ...;" adds to the TLS server (experiments, not
+# for the figures)
+my $tls_extra = $ENV{MDM_BENCH_TLS} // '';
 my %scenarios = (
     'tls-1k'     => { mode => 'tls', n => 1000, workers => 2,
                       args => [ '--idle-c', '64', '--cmd-c', '8,64' ] },
@@ -97,7 +100,9 @@ for my $name (@run) {
         ssl_certificate_key $pki/server.key;
         ssl_verify_client optional_no_ca;
         ssl_session_cache off;
+        ssl_session_tickets off;
         ssl_buffer_size 4k;
+        $tls_extra
 
         mdm_checkin_ca $pki/ca.pem;
 

@@ -1413,7 +1413,8 @@ meter_start(meter_t *m)
 static void
 meter_report(meter_t *m, const char *phase, int c, const char *unit)
 {
-    double         el, hz, top, all, self;
+    double         el, hz, top, all, self, ticks;
+    long           ops;
     struct rusage  ru;
     int            i;
 
@@ -1443,11 +1444,17 @@ meter_report(meter_t *m, const char *phase, int c, const char *unit)
     }
 
     for (i = 0; i < opt.ncpu; i++) {
-        printf(" cpu_%s=%.0f%%", opt.cpu_name[i],
-               100 * (tree_ticks(opt.cpu_pid[i]) - m->cpu[i]) / hz / el);
+        ticks = tree_ticks(opt.cpu_pid[i]) - m->cpu[i];
+        printf(" cpu_%s=%.0f%%", opt.cpu_name[i], 100 * ticks / hz / el);
         if (strcmp(opt.cpu_name[i], "nginx") == 0) {
             printf(" nginx_worker_rss_mb=%.1f",
                    max_child_rss(opt.cpu_pid[i]) / 1024.0);
+
+            /* CPU per device enrolled, per request, per round trip */
+            ops = strcmp(unit, "requests") == 0 ? done_requests : done_trips;
+            if (ops > 0) {
+                printf(" nginx_cpu_ms_per_op=%.3f", 1000 * ticks / hz / ops);
+            }
         }
     }
 
