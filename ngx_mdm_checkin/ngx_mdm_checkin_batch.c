@@ -30,7 +30,7 @@
 
 
 #define NGX_MDM_CHECKIN_BATCH_MAX    64
-#define NGX_MDM_CHECKIN_BATCH_COLS   7
+#define NGX_MDM_CHECKIN_BATCH_COLS   9
 
 #define NGX_MDM_PG_BYTEA_OID         17
 #define NGX_MDM_PG_TEXT_OID          25
@@ -67,16 +67,18 @@ static const char  ngx_mdm_checkin_batch_sql[] =
     "SELECT r.o_code, r.o_command_uuid, r.o_request_type, r.o_command, "
            "r.o_expired, a.i "
     "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
-                "$5::text[], $6::text[], $7::bytea[]) "
+                "$5::text[], $6::text[], $7::bytea[], $8::text[], "
+                "$9::text[]) "
          "WITH ORDINALITY AS a(sha256, grace, id, device_id, status, "
-                             "command_uuid, result, i) "
+                             "command_uuid, result, sent, sent_at, i) "
     "CROSS JOIN LATERAL mdm_command_report(a.sha256, a.grace::integer, "
-        "a.id, a.device_id, a.status, a.command_uuid, a.result) AS r";
+        "a.id, a.device_id, a.status, a.command_uuid, a.result, "
+        "a.sent::integer, a.sent_at::float8) AS r";
 
 static const Oid  ngx_mdm_checkin_batch_types[NGX_MDM_CHECKIN_BATCH_COLS] = {
     NGX_MDM_PG_BYTEA_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
     NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
-    NGX_MDM_PG_BYTEA_OID
+    NGX_MDM_PG_BYTEA_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID
 };
 
 
@@ -121,7 +123,7 @@ ngx_mdm_checkin_batch_usable(void)
 
 
 /*
- * The report's parameters are in ctx (mdm_command_report's seven, in its
+ * The report's parameters are in ctx (mdm_command_report's nine, in its
  * order): send it now if a statement is free, else wait for one.
  */
 
@@ -422,6 +424,13 @@ ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
         c = r->connection;
 
         if (rc == NGX_DECLINED) {
+            if (ctx->sent) {
+                ngx_mdm_checkin_delivery_untake((ngx_str_t *) &ctx->msg.id,
+                                        (ngx_str_t *) &ctx->msg.command_uuid,
+                                        ctx->sent, ctx->sent_at);
+                ctx->sent = 0;
+            }
+
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "mdm postgres unavailable, answering 503");
             ngx_http_finalize_request(r, ngx_http_mdm_unavailable(r));

@@ -121,6 +121,11 @@ struct ngx_http_mdm_checkin_ctx_s {
     int                                formats[NGX_MDM_CHECKIN_MAX_PARAMS];
     u_char                             grace[NGX_TIME_T_LEN + 1];
     u_char                             not_after[NGX_TIME_T_LEN + 1];
+
+    /* a report's delivery count taken from the worker's notes */
+    ngx_uint_t                         sent;
+    u_char                             sent_text[NGX_INT_T_LEN + 1];
+    u_char                             sent_at[NGX_TIME_T_LEN + 5];
 };
 
 
@@ -178,6 +183,10 @@ ngx_int_t ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
 void ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc);
 void ngx_mdm_checkin_delivered(ngx_str_t *id, u_char *uuid, size_t len);
+void ngx_mdm_checkin_delivery_take(ngx_str_t *id, ngx_str_t *uuid,
+    ngx_uint_t *count, u_char *at);
+void ngx_mdm_checkin_delivery_untake(ngx_str_t *id, ngx_str_t *uuid,
+    ngx_uint_t count, u_char *at);
 
 /* ngx_mdm_checkin_cache.c: the Idle cache of this worker */
 ngx_int_t ngx_mdm_checkin_cache_init_process(ngx_cycle_t *cycle);

@@ -83,7 +83,7 @@ static const char  ngx_http_mdm_checkin_sql_verify[] =
 
 static const char  ngx_http_mdm_checkin_sql_report[] =
     "SELECT o_code, o_command_uuid, o_request_type, o_command, o_expired "
-    "FROM mdm_command_report($1, $2, $3, $4, $5, $6, $7)";
+    "FROM mdm_command_report($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 
 /* one step per message type, by ngx_mdm_checkin_type_e */
@@ -416,11 +416,29 @@ ngx_http_mdm_checkin_params_report(ngx_http_mdm_checkin_ctx_t *ctx)
     if (msg->status == NGX_MDM_CHECKIN_STATUS_IDLE) {
         ngx_http_mdm_checkin_param(ctx, NULL, 0, 0);
         ngx_http_mdm_checkin_param(ctx, NULL, 0, 1);
+        ngx_http_mdm_checkin_param(ctx, NULL, 0, 0);
+        ngx_http_mdm_checkin_param(ctx, NULL, 0, 0);
         return;
     }
 
     ngx_http_mdm_checkin_param_str(ctx, &msg->command_uuid, 0);
     ngx_http_mdm_checkin_param(ctx, ctx->body, ctx->len, 1);
+
+    /* this worker handed that command out: the count goes with the answer */
+
+    ngx_mdm_checkin_delivery_take((ngx_str_t *) &msg->id,
+                                  (ngx_str_t *) &msg->command_uuid,
+                                  &ctx->sent, ctx->sent_at);
+
+    if (ctx->sent == 0) {
+        ngx_http_mdm_checkin_param(ctx, NULL, 0, 0);
+        ngx_http_mdm_checkin_param(ctx, NULL, 0, 0);
+        return;
+    }
+
+    *ngx_sprintf(ctx->sent_text, "%ui", ctx->sent) = '\0';
+    ngx_http_mdm_checkin_param(ctx, ctx->sent_text, 0, 0);
+    ngx_http_mdm_checkin_param(ctx, ctx->sent_at, 0, 0);
 }
 
 
@@ -477,6 +495,14 @@ ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,
     ngx_http_mdm_checkin_code_t  *c;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_checkin_module);
+
+    if (rc != NGX_OK && ctx->sent) {
+        /* nothing was stored: the delivery count is noted again */
+        ngx_mdm_checkin_delivery_untake((ngx_str_t *) &ctx->msg.id,
+                                        (ngx_str_t *) &ctx->msg.command_uuid,
+                                        ctx->sent, ctx->sent_at);
+        ctx->sent = 0;
+    }
 
     if (rc == NGX_ERROR) {
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

@@ -24,7 +24,7 @@ $t->start_redis;
 my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-$t->write_conf(<<"EOF");
+my $conf = <<"EOF";
     mdm_postgres "%%PG%% sslmode=disable";
     mdm_redis %%REDIS%%;
     mdm_helper_path %%TESTDIR%%/helper;
@@ -51,6 +51,7 @@ $t->write_conf(<<"EOF");
         location = /status { stub_status; }
     }
 EOF
+$t->write_conf($conf);
 $t->run;
 
 $t->wait_for(sub {
@@ -264,6 +265,33 @@ waitpid $locker, 0;
 ok($t->wait_for(sub { row($devs[5]->udid, $lk, 'sent_count') == 2 },
                 what => 'the count after the lock'),
    'written by a later flush');
+
+###########################################################################
+# the answer carries the count: no flush needed (none comes for a minute)
+
+(my $slow = $conf) =~ s/(mdm_checkin_delivery_flush) 50ms;/$1 60s;/;
+$t->write_conf($slow);
+$t->reload;
+
+my $dv = $devs[6];
+my $ans = enqueue($dv->udid);
+is($dv->idle->{command}{CommandUUID}, $ans, 'delivered');
+is(row($dv->udid, $ans, 'sent_count'), 0, 'not counted yet');
+$dv->report('Acknowledged', $ans);
+is(row($dv->udid, $ans, 'status || sent_count'), 'Acknowledged1',
+   'counted with the answer, in the same statement');
+is(row($dv->udid, $ans, 'sent_at <= answered_at'), 't', 'sent_at set');
+
+my $nn = enqueue($dv->udid);
+is($dv->idle->{command}{CommandUUID}, $nn, 'delivered');
+$dv->report('NotNow', $nn);
+is(row($dv->udid, $nn, 'status || sent_count'), 'NotNow1',
+   'NotNow carries its count');
+is($dv->idle->{command}{CommandUUID}, $nn, 'offered again');
+is($dv->idle->{command}{CommandUUID}, $nn, 'and again (never answered)');
+$dv->report('Acknowledged', $nn);
+is(row($dv->udid, $nn, 'sent_count'), 3,
+   'both later deliveries with the answer');
 
 is_deeply([$t->log_alerts], [], 'no alerts');
 
