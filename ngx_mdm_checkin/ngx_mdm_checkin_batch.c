@@ -1,22 +1,23 @@
 
 /*
- * Command reports in batches (README.md, "Check-in and commands",
- * "Performance").  A worker keeps at most mdm_checkin_batch report
- * statements in flight; a report that comes while they all are waits, and
- * every report waiting when one returns goes in the next, up to
+ * Check-in steps in batches (README.md, "Check-in and commands",
+ * "Performance"): command reports, Authenticate and TokenUpdate.  For each
+ * of these steps a worker keeps at most mdm_checkin_batch statements in
+ * flight; a request that comes while they all are waits, and every
+ * request of that step waiting when one returns goes in the next, up to
  * NGX_MDM_CHECKIN_BATCH_MAX: one statement, one transaction, one commit
- * (one WAL flush) for all of them:
+ * (one WAL flush) for all of them.  For a report:
  *
  *   SELECT ... FROM unnest($1::bytea[], ...) WITH ORDINALITY AS a
  *   CROSS JOIN LATERAL mdm_command_report(a.sha256, ...) AS r
  *
- * the same function, with the same arguments, as a report sent alone; a
- * report alone is sent alone (the prepared single statement).  Each
- * request gets its own row; an error fails the statement and so every
- * report in it (a deadlock or serialization failure: 503, nothing was
- * written, the devices retry).  Two reports of one enrollment never share
- * a batch (the second waits for the next): their order stays the order
- * they came in.
+ * the same function, with the same arguments, as a request sent alone; a
+ * request alone is sent alone (the step's prepared single statement).
+ * Each request gets its own row; an error fails the statement and so every
+ * request in it (a deadlock or serialization failure: 503, nothing was
+ * written, the devices retry).  Two requests of one enrollment never
+ * share a batch (the second waits for the next): their order stays the
+ * order they came in.
  *
  * The arrays are sent in PostgreSQL's binary array format (array_recv):
  * no quoting, and a result plist goes as its bytes.
@@ -30,31 +31,40 @@
 
 
 #define NGX_MDM_CHECKIN_BATCH_MAX    64
-#define NGX_MDM_CHECKIN_BATCH_COLS   9
+#define NGX_MDM_CHECKIN_BATCHERS     8
 
 #define NGX_MDM_PG_BYTEA_OID         17
 #define NGX_MDM_PG_TEXT_OID          25
 
 
+/* one per step that batches */
 typedef struct {
+    const ngx_http_mdm_checkin_step_t  *step;
+    ngx_queue_t                         waiting;
+    ngx_uint_t                          in_flight;
+} ngx_mdm_checkin_batcher_t;
+
+
+typedef struct {
+    ngx_mdm_checkin_batcher_t    *batcher;
     ngx_uint_t                    n;
     ngx_http_mdm_checkin_ctx_t   *items[NGX_MDM_CHECKIN_BATCH_MAX];
-    u_char                       *arrays[NGX_MDM_CHECKIN_BATCH_COLS];
-    int                           lengths[NGX_MDM_CHECKIN_BATCH_COLS];
+    u_char                       *arrays[NGX_MDM_CHECKIN_MAX_PARAMS];
+    int                           lengths[NGX_MDM_CHECKIN_MAX_PARAMS];
     unsigned                      sent:1;
 } ngx_mdm_checkin_batch_t;
 
 
 typedef struct {
-    ngx_queue_t                   waiting;
-    ngx_uint_t                    in_flight;
+    ngx_mdm_checkin_batcher_t     batchers[NGX_MDM_CHECKIN_BATCHERS];
+    ngx_uint_t                    nbatchers;
     ngx_uint_t                    max;
     ngx_uint_t                    prepare;
     unsigned                      enabled:1;
-} ngx_mdm_checkin_batcher_t;
+} ngx_mdm_checkin_batching_t;
 
 
-static void ngx_mdm_checkin_batch_send(void);
+static void ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt);
 static ngx_int_t ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b);
 static ngx_int_t ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b);
 static void ngx_mdm_checkin_batch_done(void *data, PGresult *res,
@@ -62,38 +72,17 @@ static void ngx_mdm_checkin_batch_done(void *data, PGresult *res,
 static void ngx_http_mdm_checkin_batch_cleanup(void *data);
 
 
-/* the columns: mdm_command_report()'s, then the row's place */
-static const char  ngx_mdm_checkin_batch_sql[] =
-    "SELECT r.o_code, r.o_command_uuid, r.o_request_type, r.o_command, "
-           "r.o_expired, a.i "
-    "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
-                "$5::text[], $6::text[], $7::bytea[], $8::text[], "
-                "$9::text[]) "
-         "WITH ORDINALITY AS a(sha256, grace, id, device_id, status, "
-                             "command_uuid, result, sent, sent_at, i) "
-    "CROSS JOIN LATERAL mdm_command_report(a.sha256, a.grace::integer, "
-        "a.id, a.device_id, a.status, a.command_uuid, a.result, "
-        "a.sent::integer, a.sent_at::float8) AS r";
-
-static const Oid  ngx_mdm_checkin_batch_types[NGX_MDM_CHECKIN_BATCH_COLS] = {
-    NGX_MDM_PG_BYTEA_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
-    NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID,
-    NGX_MDM_PG_BYTEA_OID, NGX_MDM_PG_TEXT_OID, NGX_MDM_PG_TEXT_OID
-};
-
-
-static ngx_mdm_checkin_batcher_t  ngx_mdm_checkin_batcher;
+static ngx_mdm_checkin_batching_t  ngx_mdm_checkin_batching;
 
 
 ngx_int_t
 ngx_mdm_checkin_batch_init_process(ngx_cycle_t *cycle)
 {
-    ngx_mdm_checkin_batcher_t         *bt;
+    ngx_mdm_checkin_batching_t        *bg;
     ngx_http_mdm_checkin_main_conf_t  *mcf;
 
-    bt = &ngx_mdm_checkin_batcher;
-    ngx_memzero(bt, sizeof(ngx_mdm_checkin_batcher_t));
-    ngx_queue_init(&bt->waiting);
+    bg = &ngx_mdm_checkin_batching;
+    ngx_memzero(bg, sizeof(ngx_mdm_checkin_batching_t));
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -107,24 +96,51 @@ ngx_mdm_checkin_batch_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    bt->max = mcf->batch;
-    bt->prepare = mcf->prepare;
-    bt->enabled = 1;
+    bg->max = mcf->batch;
+    bg->prepare = mcf->prepare;
+    bg->enabled = 1;
 
     return NGX_OK;
 }
 
 
 ngx_uint_t
-ngx_mdm_checkin_batch_usable(void)
+ngx_mdm_checkin_batch_usable(const ngx_http_mdm_checkin_step_t *step)
 {
-    return ngx_mdm_checkin_batcher.enabled;
+    return ngx_mdm_checkin_batching.enabled && step->batch_sql != NULL;
+}
+
+
+static ngx_mdm_checkin_batcher_t *
+ngx_mdm_checkin_batcher(const ngx_http_mdm_checkin_step_t *step)
+{
+    ngx_uint_t                   i;
+    ngx_mdm_checkin_batcher_t   *bt;
+    ngx_mdm_checkin_batching_t  *bg;
+
+    bg = &ngx_mdm_checkin_batching;
+
+    for (i = 0; i < bg->nbatchers; i++) {
+        if (bg->batchers[i].step == step) {
+            return &bg->batchers[i];
+        }
+    }
+
+    if (bg->nbatchers == NGX_MDM_CHECKIN_BATCHERS) {
+        return NULL;
+    }
+
+    bt = &bg->batchers[bg->nbatchers++];
+    bt->step = step;
+    ngx_queue_init(&bt->waiting);
+
+    return bt;
 }
 
 
 /*
- * The report's parameters are in ctx (mdm_command_report's nine, in its
- * order): send it now if a statement is free, else wait for one.
+ * The request's parameters are in ctx (its step's, in their order): send
+ * it now if a statement of its step is free, else wait for one.
  */
 
 ngx_int_t
@@ -135,7 +151,10 @@ ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
     ngx_mdm_checkin_batch_t    *b;
     ngx_mdm_checkin_batcher_t  *bt;
 
-    bt = &ngx_mdm_checkin_batcher;
+    bt = ngx_mdm_checkin_batcher(ctx->step);
+    if (bt == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -149,12 +168,15 @@ ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
     ctx->batch = NULL;
     ctx->row = 0;
 
-    if (bt->in_flight < bt->max && ngx_queue_empty(&bt->waiting)) {
+    if (bt->in_flight < ngx_mdm_checkin_batching.max
+        && ngx_queue_empty(&bt->waiting))
+    {
         b = ngx_calloc(sizeof(ngx_mdm_checkin_batch_t), ngx_cycle->log);
         if (b == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        b->batcher = bt;
         b->items[0] = ctx;
         b->n = 1;
 
@@ -178,22 +200,20 @@ ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
 }
 
 
-/* statements are free: send what waits */
+/* statements of this step are free: send what waits */
 
 static void
-ngx_mdm_checkin_batch_send(void)
+ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt)
 {
     ngx_uint_t                   i;
     ngx_queue_t                 *q, *next;
     ngx_http_request_t          *r;
     ngx_mdm_checkin_batch_t     *b;
-    ngx_mdm_checkin_batcher_t   *bt;
     ngx_http_mdm_checkin_ctx_t  *ctx, *other;
 
-    bt = &ngx_mdm_checkin_batcher;
-
-    while (bt->in_flight < bt->max && !ngx_queue_empty(&bt->waiting)) {
-
+    while (bt->in_flight < ngx_mdm_checkin_batching.max
+           && !ngx_queue_empty(&bt->waiting))
+    {
         b = ngx_calloc(sizeof(ngx_mdm_checkin_batch_t), ngx_cycle->log);
 
         if (b == NULL) {
@@ -208,7 +228,9 @@ ngx_mdm_checkin_batch_send(void)
             continue;
         }
 
-        /* in arrival order, one report per enrollment */
+        b->batcher = bt;
+
+        /* in arrival order, one request per enrollment */
 
         for (q = ngx_queue_head(&bt->waiting);
              q != ngx_queue_sentinel(&bt->waiting)
@@ -247,7 +269,7 @@ ngx_mdm_checkin_batch_send(void)
 }
 
 
-/* one report: its own prepared statement; several: the arrays */
+/* one request: its step's prepared statement; several: the arrays */
 
 static ngx_int_t
 ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b)
@@ -256,19 +278,20 @@ ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b)
     ngx_uint_t                   i;
     ngx_mdm_pg_args_t            args;
     ngx_http_mdm_checkin_ctx_t  *ctx;
-    int                          formats[NGX_MDM_CHECKIN_BATCH_COLS];
+    int                          formats[NGX_MDM_CHECKIN_MAX_PARAMS];
+
+    ctx = b->items[0];
 
     ngx_memzero(&args, sizeof(ngx_mdm_pg_args_t));
     args.result_format = 1;
-    args.prepare = ngx_mdm_checkin_batcher.prepare ? 1 : 0;
+    args.prepare = ngx_mdm_checkin_batching.prepare ? 1 : 0;
     args.handler = ngx_mdm_checkin_batch_done;
     args.data = b;
     args.log = ngx_cycle->log;
+    args.nparams = ctx->nparams;
 
     if (b->n == 1) {
-        ctx = b->items[0];
         args.sql = ctx->step->sql;
-        args.nparams = ctx->nparams;
         args.values = ctx->values;
         args.lengths = ctx->lengths;
         args.formats = ctx->formats;
@@ -279,18 +302,18 @@ ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b)
             goto done;
         }
 
-        for (i = 0; i < NGX_MDM_CHECKIN_BATCH_COLS; i++) {
+        for (i = 0; i < ctx->nparams; i++) {
             formats[i] = 1;
         }
 
-        args.sql = ngx_mdm_checkin_batch_sql;
-        args.nparams = NGX_MDM_CHECKIN_BATCH_COLS;
+        args.sql = ctx->step->batch_sql;
         args.values = (const char *const *) b->arrays;
         args.lengths = b->lengths;
         args.formats = formats;
 
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "mdm check-in: a batch of %ui reports", b->n);
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "mdm check-in: a batch of %ui %s", b->n,
+                       ctx->step->name);
     }
 
     /* the pool copies the parameters */
@@ -298,13 +321,13 @@ ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b)
     rc = ngx_mdm_pg_query(&args) ? NGX_OK : NGX_ERROR;
 
     if (rc == NGX_OK) {
-        ngx_mdm_checkin_batcher.in_flight++;
+        b->batcher->in_flight++;
         b->sent = 1;
     }
 
 done:
 
-    for (i = 0; i < NGX_MDM_CHECKIN_BATCH_COLS; i++) {
+    for (i = 0; i < NGX_MDM_CHECKIN_MAX_PARAMS; i++) {
         if (b->arrays[i]) {
             ngx_free(b->arrays[i]);
             b->arrays[i] = NULL;
@@ -325,14 +348,16 @@ ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b)
 {
     u_char                      *p;
     size_t                       size, len;
-    uint32_t                     v, nulls;
+    uint32_t                     v, nulls, type;
     ngx_uint_t                   col, i;
     ngx_http_mdm_checkin_ctx_t  *ctx;
 
 #define ngx_mdm_put32(p, n)                                                  \
     v = htonl((uint32_t) (n)); p = ngx_cpymem(p, &v, 4)
 
-    for (col = 0; col < NGX_MDM_CHECKIN_BATCH_COLS; col++) {
+    for (col = 0; col < b->items[0]->nparams; col++) {
+        type = b->items[0]->formats[col] ? NGX_MDM_PG_BYTEA_OID
+                                         : NGX_MDM_PG_TEXT_OID;
         size = 20;
         nulls = 0;
 
@@ -363,7 +388,7 @@ ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b)
 
         ngx_mdm_put32(p, 1);
         ngx_mdm_put32(p, nulls);
-        ngx_mdm_put32(p, ngx_mdm_checkin_batch_types[col]);
+        ngx_mdm_put32(p, type);
         ngx_mdm_put32(p, b->n);
         ngx_mdm_put32(p, 1);
 
@@ -399,16 +424,19 @@ ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
     ngx_uint_t                   i;
     ngx_connection_t            *c;
     ngx_http_request_t          *r;
+    ngx_mdm_checkin_batcher_t   *bt;
     ngx_http_mdm_checkin_ctx_t  *ctx;
 
+    bt = b->batcher;
+
     if (b->sent) {
-        ngx_mdm_checkin_batcher.in_flight--;
+        bt->in_flight--;
     }
 
     if (rc == NGX_OK && PQntuples(res) != (int) b->n) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "mdm check-in: a batch of %ui reports returned %d rows",
-                      b->n, PQntuples(res));
+                      "mdm check-in: a batch of %ui %s returned %d rows",
+                      b->n, bt->step->name, PQntuples(res));
     }
 
     for (i = 0; i < b->n; i++) {
@@ -444,7 +472,7 @@ ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
 
     ngx_free(b);
 
-    ngx_mdm_checkin_batch_send();
+    ngx_mdm_checkin_batch_send(bt);
 }
 
 

@@ -93,6 +93,10 @@ struct ngx_http_mdm_checkin_step_s {
     const char                        *sql;
     void                             (*params)(ngx_http_mdm_checkin_ctx_t *ctx);
     ngx_http_mdm_checkin_done_pt       done;
+    /* several requests in one statement: $n is the array of the n-th
+       parameters (bytea[] for binary ones, else text[]), the columns are
+       sql's then the row's place (ngx_mdm_checkin_batch.c); NULL: never */
+    const char                        *batch_sql;
 };
 
 
@@ -177,7 +181,8 @@ void ngx_http_mdm_checkin_event(ngx_http_request_t *r,
 ngx_int_t ngx_mdm_checkin_last_seen_init(ngx_cycle_t *cycle);
 ngx_int_t ngx_mdm_checkin_delivery_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_mdm_checkin_batch_init_process(ngx_cycle_t *cycle);
-ngx_uint_t ngx_mdm_checkin_batch_usable(void);
+ngx_uint_t ngx_mdm_checkin_batch_usable(
+    const ngx_http_mdm_checkin_step_t *step);
 ngx_int_t ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
     ngx_http_mdm_checkin_ctx_t *ctx);
 void ngx_http_mdm_checkin_db_done(ngx_http_request_t *r, PGresult *res,

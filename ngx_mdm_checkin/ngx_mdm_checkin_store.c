@@ -85,6 +85,45 @@ static const char  ngx_http_mdm_checkin_sql_report[] =
     "SELECT o_code, o_command_uuid, o_request_type, o_command, o_expired "
     "FROM mdm_command_report($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
+/*
+ * The same for several requests at once (ngx_mdm_checkin_batch.c): $n is
+ * the array of every request's n-th parameter, binary ones as bytea[],
+ * the others as text[] (cast as the single statement's function takes
+ * them); the last column is the request's place.
+ */
+
+static const char  ngx_http_mdm_checkin_batch_authenticate[] =
+    "SELECT mdm_checkin_authenticate(a.p1, to_timestamp(a.p3::float8), "
+        "a.p2::integer, a.p4, a.p5, a.p6, a.p7, a.p8, a.p9, a.p10, a.p11, "
+        "a.p12, a.p13, a.p14, a.p15, a.p16), a.i "
+    "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
+        "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
+        "$10::text[], $11::text[], $12::text[], $13::text[], $14::text[], "
+        "$15::text[], $16::text[]) "
+    "WITH ORDINALITY AS a(p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, "
+        "p12, p13, p14, p15, p16, i)";
+
+static const char  ngx_http_mdm_checkin_batch_token_update[] =
+    "SELECT r.o_code, r.o_token_update_tally, a.i "
+    "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
+        "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
+        "$10::text[], $11::text[], $12::bytea[], $13::text[], $14::bytea[], "
+        "$15::text[]) "
+    "WITH ORDINALITY AS a(p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, "
+        "p12, p13, p14, p15, i) "
+    "CROSS JOIN LATERAL mdm_checkin_token_update(a.p1, a.p2::integer, "
+        "a.p3, a.p4, a.p5, a.p6, a.p7, a.p8, a.p9, a.p10, a.p11, a.p12, "
+        "a.p13, a.p14, a.p15::boolean) AS r";
+
+static const char  ngx_http_mdm_checkin_batch_report[] =
+    "SELECT r.o_code, r.o_command_uuid, r.o_request_type, r.o_command, "
+        "r.o_expired, a.i "
+    "FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], "
+        "$5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[]) "
+    "WITH ORDINALITY AS a(p1, p2, p3, p4, p5, p6, p7, p8, p9, i) "
+    "CROSS JOIN LATERAL mdm_command_report(a.p1, a.p2::integer, a.p3, "
+        "a.p4, a.p5, a.p6, a.p7, a.p8::integer, a.p9::float8) AS r";
+
 
 /* one step per message type, by ngx_mdm_checkin_type_e */
 
@@ -93,12 +132,14 @@ static const ngx_http_mdm_checkin_step_t  ngx_http_mdm_checkin_steps[] = {
     [NGX_MDM_CHECKIN_AUTHENTICATE] =
         { "Authenticate", ngx_http_mdm_checkin_sql_authenticate,
           ngx_http_mdm_checkin_params_authenticate,
-          ngx_http_mdm_checkin_done_empty },
+          ngx_http_mdm_checkin_done_empty,
+          ngx_http_mdm_checkin_batch_authenticate },
 
     [NGX_MDM_CHECKIN_TOKEN_UPDATE] =
         { "TokenUpdate", ngx_http_mdm_checkin_sql_token_update,
           ngx_http_mdm_checkin_params_token_update,
-          ngx_http_mdm_checkin_done_token_update },
+          ngx_http_mdm_checkin_done_token_update,
+          ngx_http_mdm_checkin_batch_token_update },
 
     [NGX_MDM_CHECKIN_CHECK_OUT] =
         { "CheckOut", ngx_http_mdm_checkin_sql_check_out,
@@ -138,7 +179,8 @@ static const ngx_http_mdm_checkin_step_t  ngx_http_mdm_checkin_steps[] = {
 static const ngx_http_mdm_checkin_step_t  ngx_http_mdm_checkin_report_step =
     { "command report", ngx_http_mdm_checkin_sql_report,
       ngx_http_mdm_checkin_params_report,
-      ngx_http_mdm_checkin_done_report };
+      ngx_http_mdm_checkin_done_report,
+      ngx_http_mdm_checkin_batch_report };
 
 
 /*
@@ -294,9 +336,7 @@ ngx_http_mdm_checkin_query(ngx_http_request_t *r,
 
     step->params(ctx);
 
-    if (msg->kind == NGX_MDM_CHECKIN_KIND_REPORT
-        && ngx_mdm_checkin_batch_usable())
-    {
+    if (ngx_mdm_checkin_batch_usable(step)) {
         return ngx_http_mdm_checkin_batch_add(r, ctx);
     }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/perl
-# Command reports in batches (mdm_checkin_batch): reports that come while
+# Check-in steps in batches (mdm_checkin_batch): Authenticate, TokenUpdate
+# and command reports that come while
 # the worker's statements are all in flight go together in one statement,
 # one row each: every device gets its own next command, every result is
 # stored as sent, two reports of one device keep their order, and a
@@ -108,12 +109,13 @@ sub request {
 # the first report takes the worker's one statement and waits for the
 # lock, the others wait in the worker and go together when it returns.
 sub held_while {
-    my ($n, $code) = @_;
+    my ($n, $code, $table) = @_;
+    $table //= 'mdm_queue';
     my $locker = $t->spawn(sub {
         open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
             or die "psql: $!";
         select((select($psql), $| = 1)[0]);
-        print $psql "BEGIN;\nLOCK TABLE mdm_queue IN ACCESS EXCLUSIVE MODE;\n"
+        print $psql "BEGIN;\nLOCK TABLE $table IN ACCESS EXCLUSIVE MODE;\n"
                     . "SELECT 1;\n";
         $t->wait_for(sub { writing() >= $n + 1 }, timeout => 30,
                      what => "$n requests in the worker");
@@ -123,9 +125,9 @@ sub held_while {
 
     $t->wait_for(sub {
         $t->psql("SELECT count(*) FROM pg_locks l JOIN pg_class c "
-                 . "ON c.oid = l.relation WHERE c.relname = 'mdm_queue' "
+                 . "ON c.oid = l.relation WHERE c.relname = '$table' "
                  . "AND l.mode = 'AccessExclusiveLock' AND l.granted") == 1
-    }, what => 'the lock on mdm_queue');
+    }, what => "the lock on $table");
 
     my $r = $code->();
     waitpid $locker, 0;
@@ -135,9 +137,62 @@ sub held_while {
 }
 
 sub batch_statements {
-    my ($log) = @_;
-    return scalar grep { /unnest\(\$1::bytea\[\]/ }
+    my ($log, $fn) = @_;
+    $fn //= 'mdm_command_report';
+    return scalar grep { /unnest\(\$1::bytea\[\]/ && /\Q$fn\E/ }
                   $log =~ /(?:statement|execute [^:]*): (.*)/g;
+}
+
+###########################################################################
+# enrollment: Authenticate and TokenUpdate of several devices at once
+
+my @new = map { MDM::Device->new($t, ca => $ca, kind => 'iphone') } 1 .. 6;
+
+my $before = $t->pg_log;
+my $b = held_while(scalar @new, sub {
+    $t->http_batch([ map {
+        my $d = $_;
+        [ PUT => '/mdm/apple/mdm',
+          body => MDM::Device::plist_xml($d->authenticate_plist),
+          headers => { 'Content-Type'
+                           => 'application/x-apple-aspen-mdm-checkin' },
+          https => 1, host => 'localhost', cert => $d->cert, key => $d->key ]
+    } @new ], parallel => scalar @new);
+}, 'mdm_enrollments');
+my $log = substr $t->pg_log, length $before;
+is_deeply($b->{statuses}, { 200 => scalar @new },
+          'Authenticate of every device: 200');
+ok(batch_statements($log, 'mdm_checkin_authenticate') >= 1, 'as a batch');
+for my $d (@new) {
+    is(scalar $t->psql("SELECT serial_number || ',' || enabled FROM "
+                       . "mdm_enrollments WHERE id = '" . $d->udid . "'"),
+       $d->serial . ',false', 'its own enrollment, its own serial');
+    is(scalar $t->psql("SELECT enrollment_id FROM mdm_cert_bindings "
+                       . "WHERE sha256 = '\\x" . $d->sha256 . "'"),
+       $d->udid, 'its own certificate bound');
+}
+
+$before = $t->pg_log;
+$b = held_while(scalar @new, sub {
+    $t->http_batch([ map {
+        my $d = $_;
+        [ PUT => '/mdm/apple/mdm',
+          body => MDM::Device::plist_xml($d->token_update_plist),
+          headers => { 'Content-Type'
+                           => 'application/x-apple-aspen-mdm-checkin' },
+          https => 1, host => 'localhost', cert => $d->cert, key => $d->key ]
+    } @new ], parallel => scalar @new);
+}, 'mdm_enrollments');
+$log = substr $t->pg_log, length $before;
+is_deeply($b->{statuses}, { 200 => scalar @new },
+          'TokenUpdate of every device: 200');
+ok(batch_statements($log, 'mdm_checkin_token_update') >= 1, 'as a batch');
+for my $d (@new) {
+    is(scalar $t->psql("SELECT encode(push_token, 'hex') || ',' || push_magic"
+                       . " || ',' || enabled || ',' || token_update_tally "
+                       . "FROM mdm_enrollments WHERE id = '" . $d->udid . "'"),
+       unpack('H*', $d->token) . ',' . $d->push_magic . ',true,1',
+       'its own token and PushMagic, enabled');
 }
 
 ###########################################################################
@@ -145,12 +200,12 @@ sub batch_statements {
 
 my %cmd = map { ($_->udid => enqueue($_->udid)) } @devs;
 
-my $before = $t->pg_log;
-my $b = held_while($N, sub {
+$before = $t->pg_log;
+$b = held_while($N, sub {
     $t->http_batch([ map { request($_, Status => 'Idle') } @devs ],
                    parallel => $N);
 });
-my $log = substr $t->pg_log, length $before;
+$log = substr $t->pg_log, length $before;
 
 is_deeply($b->{statuses}, { 200 => $N }, "$N Idles answered 200");
 for my $i (0 .. $N - 1) {

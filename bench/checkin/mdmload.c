@@ -116,6 +116,7 @@ typedef struct {
 static struct {
     const char    *dir;
     int            mode;
+    int            rsa;         /* --device-key rsa: one RSA-2048 key */
     int            port;
     int            n;
     int            enroll_c;
@@ -238,6 +239,33 @@ ec_key(void)
     k = EVP_EC_gen("P-256");
     if (k == NULL) {
         die("EC key generation failed");
+    }
+
+    return k;
+}
+
+
+/*
+ * --device-key rsa: the devices' keys as our SCEP payload asks for them
+ * (RSA 2048).  One key made once, shared by every device certificate:
+ * making 5,000 would take minutes; each connection still decodes its own
+ * certificate and key.
+ */
+
+static EVP_PKEY *
+rsa_key(void)
+{
+    static EVP_PKEY  *k;
+
+    if (k == NULL) {
+        k = EVP_RSA_gen(2048);
+        if (k == NULL) {
+            die("RSA key generation failed");
+        }
+    }
+
+    if (!EVP_PKEY_up_ref(k)) {
+        die("EVP_PKEY_up_ref");
     }
 
     return k;
@@ -384,7 +412,7 @@ make_devices(void)
 
         d->fd = -1;
         snprintf(d->udid, sizeof(d->udid), "00008110-%s%08X", run_id, i);
-        d->key = ec_key();
+        d->key = opt.rsa ? rsa_key() : ec_key();
         d->cert = make_cert(d->udid, d->key, ca_cert, ca_key, 2, 1000 + i);
 
         if (opt.mode == MODE_FORWARDED) {
@@ -1663,7 +1691,8 @@ usage(void)
     fprintf(stderr,
         "usage: mdmload gen DIR\n"
         "       mdmload run DIR --port P [--mode tls|forwarded] [-n N]\n"
-        "           [--enroll-c C | --skip-enroll] [--idle-c C,C...]\n"
+        "           [--device-key ec|rsa] [--enroll-c C | --skip-enroll]\n"
+        "           [--idle-c C,C...]\n"
         "           [--idle-rate R] [--cmd-c C,C...] [--seconds S]\n"
         "           [--pg CONNINFO] [--batch B] [--cpu NAME=PID]...\n");
     exit(2);
@@ -1737,6 +1766,8 @@ main(int argc, char **argv)
                                                    : MODE_TLS;
         } else if (strcmp(a, "-n") == 0) {
             opt.n = atoi(v);
+        } else if (strcmp(a, "--device-key") == 0) {
+            opt.rsa = strcmp(v, "rsa") == 0;
         } else if (strcmp(a, "--enroll-c") == 0) {
             opt.enroll_c = atoi(v);
         } else if (strcmp(a, "--idle-c") == 0) {
