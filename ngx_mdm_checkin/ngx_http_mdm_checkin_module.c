@@ -632,7 +632,7 @@ ngx_http_mdm_checkin_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(mcf->last_seen_interval, 10000);
     ngx_conf_init_msec_value(mcf->delivery_flush, 100);
-    ngx_conf_init_uint_value(mcf->batch, 8);
+    ngx_conf_init_uint_value(mcf->batch, 1);
     ngx_conf_init_value(mcf->cache, 1);
     ngx_conf_init_msec_value(mcf->cache_ttl, 60000);
     ngx_conf_init_uint_value(mcf->cache_size, 100000);

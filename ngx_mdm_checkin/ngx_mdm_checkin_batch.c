@@ -33,6 +33,14 @@
 #define NGX_MDM_CHECKIN_BATCH_MAX    64
 #define NGX_MDM_CHECKIN_BATCHERS     8
 
+/*
+ * The longest a request waits for a statement in flight: then it goes
+ * anyway, in a statement of its own (with whatever waits with it), so
+ * that a slow statement (a row lock held elsewhere, a result of megabytes)
+ * does not hold back every request of the worker.
+ */
+#define NGX_MDM_CHECKIN_BATCH_WAIT   10
+
 #define NGX_MDM_PG_BYTEA_OID         17
 #define NGX_MDM_PG_TEXT_OID          25
 
@@ -42,6 +50,7 @@ typedef struct {
     const ngx_http_mdm_checkin_step_t  *step;
     ngx_queue_t                         waiting;
     ngx_uint_t                          in_flight;
+    ngx_event_t                         stalled;   /* the wait's bound */
 } ngx_mdm_checkin_batcher_t;
 
 
@@ -64,7 +73,9 @@ typedef struct {
 } ngx_mdm_checkin_batching_t;
 
 
-static void ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt);
+static void ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt,
+    ngx_uint_t force);
+static void ngx_mdm_checkin_batch_stalled(ngx_event_t *ev);
 static ngx_int_t ngx_mdm_checkin_batch_query(ngx_mdm_checkin_batch_t *b);
 static ngx_int_t ngx_mdm_checkin_batch_arrays(ngx_mdm_checkin_batch_t *b);
 static void ngx_mdm_checkin_batch_done(void *data, PGresult *res,
@@ -134,6 +145,11 @@ ngx_mdm_checkin_batcher(const ngx_http_mdm_checkin_step_t *step)
     bt->step = step;
     ngx_queue_init(&bt->waiting);
 
+    bt->stalled.handler = ngx_mdm_checkin_batch_stalled;
+    bt->stalled.data = bt;
+    bt->stalled.log = ngx_cycle->log;
+    bt->stalled.cancelable = 1;
+
     return bt;
 }
 
@@ -191,6 +207,10 @@ ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
 
     } else {
         ngx_queue_insert_tail(&bt->waiting, &ctx->batch_link);
+
+        if (!bt->stalled.timer_set) {
+            ngx_add_timer(&bt->stalled, NGX_MDM_CHECKIN_BATCH_WAIT);
+        }
     }
 
     ctx->batched = 1;
@@ -200,10 +220,28 @@ ngx_http_mdm_checkin_batch_add(ngx_http_request_t *r,
 }
 
 
-/* statements of this step are free: send what waits */
+/*
+ * The first request waiting has waited NGX_MDM_CHECKIN_BATCH_WAIT: the
+ * statements in flight are slow; what waits goes now, in one more.
+ */
 
 static void
-ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt)
+ngx_mdm_checkin_batch_stalled(ngx_event_t *ev)
+{
+    ngx_mdm_checkin_batcher_t  *bt = ev->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "mdm check-in: %s statements slow, one more",
+                   bt->step->name);
+
+    ngx_mdm_checkin_batch_send(bt, 1);
+}
+
+
+/* statements of this step are free (or slow: force): send what waits */
+
+static void
+ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt, ngx_uint_t force)
 {
     ngx_uint_t                   i;
     ngx_queue_t                 *q, *next;
@@ -211,9 +249,11 @@ ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt)
     ngx_mdm_checkin_batch_t     *b;
     ngx_http_mdm_checkin_ctx_t  *ctx, *other;
 
-    while (bt->in_flight < ngx_mdm_checkin_batching.max
+    while ((force || bt->in_flight < ngx_mdm_checkin_batching.max)
            && !ngx_queue_empty(&bt->waiting))
     {
+        force = 0;
+
         b = ngx_calloc(sizeof(ngx_mdm_checkin_batch_t), ngx_cycle->log);
 
         if (b == NULL) {
@@ -265,6 +305,17 @@ ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt)
         if (ngx_mdm_checkin_batch_query(b) != NGX_OK) {
             ngx_mdm_checkin_batch_done(b, NULL, NGX_DECLINED);
         }
+    }
+
+    /* the wait of the first one left is bounded again from now */
+
+    if (ngx_queue_empty(&bt->waiting)) {
+        if (bt->stalled.timer_set) {
+            ngx_del_timer(&bt->stalled);
+        }
+
+    } else {
+        ngx_add_timer(&bt->stalled, NGX_MDM_CHECKIN_BATCH_WAIT);
     }
 }
 
@@ -472,7 +523,7 @@ ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
 
     ngx_free(b);
 
-    ngx_mdm_checkin_batch_send(bt);
+    ngx_mdm_checkin_batch_send(bt, 0);
 }
 
 
@@ -494,7 +545,7 @@ ngx_http_mdm_checkin_batch_cleanup(void *data)
 
     if (b == NULL) {
         ngx_queue_remove(&ctx->batch_link);
-        return;
+        return;     /* a timer left with nothing waiting is harmless */
     }
 
     b->items[ctx->row] = NULL;

@@ -30,6 +30,7 @@ my $conf = <<"EOF";
     mdm_redis %%REDIS%%;
     mdm_helper_path %%TESTDIR%%/helper;
     mdm_checkin_batch 1;
+    mdm_postgres_timeout 60s;
     mdm_checkin_delivery_flush 50ms;
 
     server {
@@ -320,6 +321,56 @@ waitpid $locker, 0;
 ok($t->wait_for(sub { row($devs[5]->udid, $lk, 'sent_count') == 2 },
                 what => 'the count after the lock'),
    'written by a later flush');
+
+###########################################################################
+# a slow statement does not hold the others back: a report stuck on a row
+# lock, another device's Idle still answered (in a statement of its own
+# after a short wait)
+
+my ($sa, $sb) = @devs[4, 7];
+my $stuck = enqueue($sa->udid);
+my $free = enqueue($sb->udid);
+is($sa->idle->{command}{CommandUUID}, $stuck, 'delivered');
+
+my $holder = $t->spawn(sub {
+    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+        or die "psql: $!";
+    select((select($psql), $| = 1)[0]);
+    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
+                . "'$stuck' FOR UPDATE;\n";
+    $t->wait_for(sub { -e $t->path('release-stuck') }, timeout => 30,
+                 what => 'the release');
+    print $psql "COMMIT;\n";
+    close $psql;
+}, log => 'stuck.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'"
+             . " AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid()")
+        >= 1
+}, what => 'the row lock');
+
+my $reporter = $t->spawn(sub {
+    my $r = $sa->report('Acknowledged', $stuck);
+    $t->write_file('stuck-status', $r->{status});
+}, log => 'reporter.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_stat_activity "
+             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
+}, what => 'the report waiting for the row lock');
+
+my $other = $sb->idle;
+is($other->{command}{CommandUUID}, $free,
+   'another device is answered while a statement is stuck');
+ok(!-e $t->path('stuck-status'), 'the stuck report is still waiting');
+
+$t->write_file('release-stuck', '');
+waitpid $_, 0 for $holder, $reporter;
+is($t->read_file($t->path('stuck-status')), 200,
+   'the stuck report answered once the lock is gone');
+is(row($sa->udid, $stuck, 'status'), 'Acknowledged', 'and stored');
+$sb->report('Acknowledged', $free);
 
 ###########################################################################
 # the answer carries the count: no flush needed (none comes for a minute)
