@@ -254,6 +254,11 @@ ngx_http_mdm_checkin_run(ngx_http_request_t *r,
 
     ctx->step = step;
 
+    /* these write last_seen_at with the rest of the row */
+    ctx->no_last_seen = msg->kind != NGX_MDM_CHECKIN_KIND_REPORT
+                        && (msg->type == NGX_MDM_CHECKIN_AUTHENTICATE
+                            || msg->type == NGX_MDM_CHECKIN_TOKEN_UPDATE);
+
     /*
      * An Idle of an enrollment known to have nothing queued is answered
      * here; any other message goes to the database and makes the worker

@@ -195,6 +195,9 @@ END
 $$;
 
 
+-- Authenticate and TokenUpdate set last_seen_at themselves (they write the
+-- row anyway): the worker sends them no last_seen through Redis.
+--
 -- Authenticate (device channel only): bind the certificate, store the
 -- device, disable the enrollment and its user channels until their next
 -- TokenUpdate, and cancel what was still queued for them (a re-enrolled
@@ -246,11 +249,11 @@ BEGIN
     INSERT INTO mdm_enrollments AS e (id, device_id, channel,
         enrollment_type, udid, topic, serial_number, model, model_name,
         product_name, os_version, build_version, device_name, imei, meid,
-        enabled, authenticated_at)
+        enabled, authenticated_at, last_seen_at)
     VALUES (p_id, p_id, 'device', p_enrollment_type, p_udid, p_topic,
         p_serial_number, p_model, p_model_name, p_product_name,
         p_os_version, p_build_version, p_device_name, p_imei, p_meid,
-        false, now())
+        false, now(), now())
     ON CONFLICT (id) DO UPDATE SET
         enrollment_type = EXCLUDED.enrollment_type,
         udid = coalesce(EXCLUDED.udid, e.udid),
@@ -267,6 +270,7 @@ BEGIN
         enabled = false,
         authenticated_at = now(),
         checked_out_at = NULL,
+        last_seen_at = now(),
         updated_at = now();
 
     UPDATE mdm_enrollments SET enabled = false, updated_at = now()
@@ -319,6 +323,7 @@ BEGIN
             token_update_tally = token_update_tally + 1,
             token_updated_at = now(),
             push_token_invalid_at = NULL,
+            last_seen_at = now(),
             updated_at = now()
         WHERE id = p_id
         RETURNING token_update_tally INTO v_tally;
@@ -340,12 +345,12 @@ BEGIN
             enrollment_type, udid, enrollment_user_id, user_id,
             user_short_name, user_long_name, topic, push_token, push_magic,
             unlock_token, awaiting_configuration, token_update_tally,
-            enabled, token_updated_at)
+            enabled, token_updated_at, last_seen_at)
         VALUES (p_id, p_device_id, 'user', p_enrollment_type, p_udid,
             p_enrollment_user_id, p_user_id, p_user_short_name,
             p_user_long_name, p_topic, p_push_token, p_push_magic,
             p_unlock_token, coalesce(p_awaiting_configuration, false), 1,
-            true, now())
+            true, now(), now())
         ON CONFLICT (id) DO UPDATE SET
             enrollment_type = EXCLUDED.enrollment_type,
             user_short_name = coalesce(EXCLUDED.user_short_name,
@@ -362,6 +367,7 @@ BEGIN
             token_updated_at = now(),
             checked_out_at = NULL,
             push_token_invalid_at = NULL,
+            last_seen_at = now(),
             updated_at = now()
         RETURNING e.token_update_tally INTO v_tally;
     END IF;
