@@ -37,11 +37,22 @@ start_postgres() {
             -o "-p $pgport -k $run/pg -c listen_addresses=127.0.0.1" start \
             >/dev/null
     fi
+    # The schema files are edited in place until a first release: a local
+    # database made from other ones is made again (its data is a demo's).
+    schema=$(cat "$top"/ngx_mdm_core/sql/*.sql | sha256sum | cut -c1-64)
+    if "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -XAtc \
+            "SELECT 1 FROM pg_database WHERE datname = 'mdm'" | grep -q 1 \
+       && [ "$(cat "$run/schema.sha256" 2>/dev/null)" != "$schema" ]
+    then
+        echo "schema files changed since the last run: new database mdm"
+        "$pgbin/dropdb" -h 127.0.0.1 -p "$pgport" -U postgres --force mdm
+    fi
     if ! "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -XAtc \
             "SELECT 1 FROM pg_database WHERE datname = 'mdm'" | grep -q 1
     then
         "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres mdm
     fi
+    echo "$schema" > "$run/schema.sha256"
 }
 
 start_redis() {
