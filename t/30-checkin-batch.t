@@ -137,6 +137,31 @@ sub held_while {
     return $r;
 }
 
+# Lock the queue row of command $uuid in a transaction of another session
+# until the file $release exists; returns once the lock is held.
+sub hold_row {
+    my ($uuid, $release) = @_;
+    my $pid = $t->spawn(sub {
+        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+            or die "psql: $!";
+        select((select($psql), $| = 1)[0]);
+        print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
+                    . "'$uuid' FOR UPDATE;\n";
+        $t->wait_for(sub { -e $t->path($release) }, timeout => 30,
+                     what => 'the release');
+        print $psql "COMMIT;\n";
+        close $psql;
+    }, log => "$release.log");
+
+    $t->wait_for(sub {
+        $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
+                 . "'idle in transaction' AND query LIKE '%$uuid%FOR UPDATE%'")
+            == 1
+    }, what => 'the row lock');
+
+    return $pid;
+}
+
 sub batch_statements {
     my ($log, $fn) = @_;
     $fn //= 'mdm_command_report';
@@ -289,23 +314,7 @@ is($devs[5]->idle->{command}{CommandUUID}, $lk, 'delivered');
 ok($t->wait_for(sub { row($devs[5]->udid, $lk, 'sent_count') == 1 },
                 what => 'the delivery count'), 'counted once');
 
-my $locker = $t->spawn(sub {
-    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-        or die "psql: $!";
-    select((select($psql), $| = 1)[0]);
-    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = '$lk'"
-                . " FOR UPDATE;\n";
-    $t->wait_for(sub { -e $t->path('release') }, timeout => 30,
-                 what => 'the release');
-    print $psql "COMMIT;\n";
-    close $psql;
-}, log => 'rowlock.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'"
-             . " AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid()")
-        >= 1
-}, what => 'the row lock');
+my $locker = hold_row($lk, 'release');
 
 $before = $t->pg_log;
 is($devs[5]->idle->{command}{CommandUUID}, $lk, 'delivered again');
@@ -332,23 +341,7 @@ my $stuck = enqueue($sa->udid);
 my $free = enqueue($sb->udid);
 is($sa->idle->{command}{CommandUUID}, $stuck, 'delivered');
 
-my $holder = $t->spawn(sub {
-    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-        or die "psql: $!";
-    select((select($psql), $| = 1)[0]);
-    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
-                . "'$stuck' FOR UPDATE;\n";
-    $t->wait_for(sub { -e $t->path('release-stuck') }, timeout => 30,
-                 what => 'the release');
-    print $psql "COMMIT;\n";
-    close $psql;
-}, log => 'stuck.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'"
-             . " AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid()")
-        >= 1
-}, what => 'the row lock');
+my $holder = hold_row($stuck, 'release-stuck');
 
 my $reporter = $t->spawn(sub {
     my $r = $sa->report('Acknowledged', $stuck);
