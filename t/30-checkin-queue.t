@@ -27,6 +27,8 @@ $t->write_conf(<<"EOF");
     mdm_redis %%REDIS%%;
     mdm_helper_path %%TESTDIR%%/helper;
     mdm_checkin_events_maxlen 1000;
+    # every report its own statement at once (the other files batch)
+    mdm_checkin_batch 0;
 
     server {
         listen 127.0.0.1:%%PORT_0%% ssl;
