@@ -16,8 +16,9 @@
  * Each request gets its own row; an error fails the statement and so every
  * request in it (a deadlock or serialization failure: 503, nothing was
  * written, the devices retry).  Two requests of one enrollment never
- * share a batch (the second waits for the next): their order stays the
- * order they came in.
+ * share a batch (the second waits for the next, so with one statement in
+ * flight they run in the order they came in; a device sends its next
+ * request only once it has the answer to the last anyway).
  *
  * The arrays are sent in PostgreSQL's binary array format (array_recv):
  * no quoting, and a result plist goes as its bytes.
@@ -31,6 +32,8 @@
 
 
 #define NGX_MDM_CHECKIN_BATCH_MAX    64
+/* a batch takes no more requests once their bodies pass this */
+#define NGX_MDM_CHECKIN_BATCH_BYTES  (4 * 1024 * 1024)
 #define NGX_MDM_CHECKIN_BATCHERS     8
 
 /*
@@ -243,6 +246,7 @@ ngx_mdm_checkin_batch_stalled(ngx_event_t *ev)
 static void
 ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt, ngx_uint_t force)
 {
+    size_t                       bytes;
     ngx_uint_t                   i;
     ngx_queue_t                 *q, *next;
     ngx_http_request_t          *r;
@@ -269,8 +273,9 @@ ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt, ngx_uint_t force)
         }
 
         b->batcher = bt;
+        bytes = 0;
 
-        /* in arrival order, one request per enrollment */
+        /* in arrival order, one request per enrollment, up to a size */
 
         for (q = ngx_queue_head(&bt->waiting);
              q != ngx_queue_sentinel(&bt->waiting)
@@ -279,6 +284,10 @@ ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt, ngx_uint_t force)
         {
             next = ngx_queue_next(q);
             ctx = ngx_queue_data(q, ngx_http_mdm_checkin_ctx_t, batch_link);
+
+            if (b->n && bytes + ctx->len > NGX_MDM_CHECKIN_BATCH_BYTES) {
+                break;
+            }
 
             for (i = 0; i < b->n; i++) {
                 other = b->items[i];
@@ -300,6 +309,7 @@ ngx_mdm_checkin_batch_send(ngx_mdm_checkin_batcher_t *bt, ngx_uint_t force)
             ctx->batch = b;
             ctx->row = (int) b->n;
             b->items[b->n++] = ctx;
+            bytes += ctx->len;
         }
 
         if (ngx_mdm_checkin_batch_query(b) != NGX_OK) {
@@ -521,9 +531,15 @@ ngx_mdm_checkin_batch_done(void *data, PGresult *res, ngx_int_t rc)
         ngx_http_run_posted_requests(c);
     }
 
-    ngx_free(b);
+    /* a batch that never went: its sender goes on with what waits */
 
-    ngx_mdm_checkin_batch_send(bt, 0);
+    if (b->sent) {
+        ngx_free(b);
+        ngx_mdm_checkin_batch_send(bt, 0);
+        return;
+    }
+
+    ngx_free(b);
 }
 
 
