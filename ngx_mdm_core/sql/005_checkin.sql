@@ -45,9 +45,10 @@
 --    request that delivers the command: each worker notes its deliveries
 --    and adds them to the UPDATE that stores the device's answer to the
 --    command, or, for those still unanswered, writes them in batches
---    (mdm_queue_delivered, below, every mdm_checkin_delivery_flush).  A command sent but never answered
---    is still Queued and is sent again whatever these columns say; a crash
---    loses at most one interval of counts.
+--    (mdm_queue_delivered, below, every mdm_checkin_delivery_flush).  A
+--    command sent but never answered is still Queued and is sent again
+--    whatever these columns say; a crash loses at most one interval of
+--    counts.
 
 -- held: the device answered NotNow in the current exchange; the command is
 -- offered again from its next Idle on (PROTOCOL.md §4.3).
@@ -504,9 +505,10 @@ $$;
 -- o_expired, one a line.  o_command is the command's bytes as enqueued;
 -- its delivery is counted later, by the worker (3. above): p_sent and
 -- p_sent_at (unix time) are the deliveries of p_command_uuid the worker
--- noted and not written yet, added here with the answer (NULL: none).  The binding
--- check and the enrollment lookup are one statement, and an Idle's writes
--- commit asynchronously (2. above).
+-- noted and not written yet, added here with the answer (NULL: none).
+-- The binding check, the enrollment lookup and the next-command lookup
+-- are one statement, and an Idle's writes commit asynchronously (2.
+-- above).
 CREATE FUNCTION mdm_command_report(p_sha256 bytea,
     p_grace integer, p_id text, p_device_id text, p_status text,
     p_command_uuid text, p_result bytea, p_sent integer,
