@@ -143,6 +143,15 @@ void ngx_mdm_api_out_pg_str(ngx_mdm_api_out_t *out, PGresult *res, int row,
 void ngx_mdm_api_out_page_end(ngx_mdm_api_out_t *out, PGresult *res,
     ngx_uint_t full, int col);
 
+/* a row's columns from col on, as "key": value pairs joined by ", " */
+typedef struct {
+    const char                *key;
+    ngx_uint_t                 string;   /* a JSON string, else as is */
+} ngx_mdm_api_field_t;
+
+void ngx_mdm_api_out_fields(ngx_mdm_api_out_t *out, PGresult *res, int row,
+    int col, const ngx_mdm_api_field_t *fields, ngx_uint_t n);
+
 #define ngx_mdm_api_out_lit(out, s)                                          \
     ngx_mdm_api_out_raw(out, s, sizeof(s) - 1)
 

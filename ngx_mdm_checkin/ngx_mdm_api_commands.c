@@ -804,6 +804,14 @@ ngx_http_mdm_api_command_done(ngx_http_request_t *r, PGresult *res,
     ngx_mdm_api_out_t        out;
     ngx_http_mdm_api_ctx_t  *ctx;
 
+    /* columns 5 to 11, then the result */
+    static const ngx_mdm_api_field_t  fields[] = {
+        { "enrollment_id", 1 }, { "status", 1 },
+        { "queued_at", 1 }, { "sent_at", 1 },
+        { "sent_count", 0 }, { "not_now_tally", 0 },
+        { "updated_at", 1 }
+    };
+
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
 
     if (rc != NGX_OK) {
@@ -848,20 +856,8 @@ ngx_http_mdm_api_command_done(ngx_http_request_t *r, PGresult *res,
         }
 
         ngx_mdm_api_out_lit(&out, "{");
-        ngx_mdm_api_out_lit(&out, "\"enrollment_id\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 5);
-        ngx_mdm_api_out_lit(&out, ", \"status\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 6);
-        ngx_mdm_api_out_lit(&out, ", \"queued_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 7);
-        ngx_mdm_api_out_lit(&out, ", \"sent_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 8);
-        ngx_mdm_api_out_lit(&out, ", \"sent_count\": ");
-        ngx_mdm_api_out_pg(&out, res, i, 9);
-        ngx_mdm_api_out_lit(&out, ", \"not_now_tally\": ");
-        ngx_mdm_api_out_pg(&out, res, i, 10);
-        ngx_mdm_api_out_lit(&out, ", \"updated_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 11);
+        ngx_mdm_api_out_fields(&out, res, i, 5, fields,
+                               sizeof(fields) / sizeof(fields[0]));
         ngx_http_mdm_api_out_result(&out, res, i, 12, ctx->raw);
         ngx_mdm_api_out_lit(&out, "}");
     }

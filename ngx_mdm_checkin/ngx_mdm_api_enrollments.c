@@ -278,6 +278,15 @@ ngx_http_mdm_api_queue_done(ngx_http_request_t *r, PGresult *res,
     ngx_mdm_api_out_t        out;
     ngx_http_mdm_api_ctx_t  *ctx;
 
+    /* columns 0 to 9 */
+    static const ngx_mdm_api_field_t  fields[] = {
+        { "command_uuid", 1 }, { "request_type", 1 },
+        { "status", 1 }, { "priority", 0 },
+        { "queued_at", 1 }, { "sent_at", 1 },
+        { "sent_count", 0 }, { "not_now_tally", 0 },
+        { "updated_at", 1 }, { "expires_at", 1 }
+    };
+
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
 
     if (rc != NGX_OK) {
@@ -311,26 +320,9 @@ ngx_http_mdm_api_queue_done(ngx_http_request_t *r, PGresult *res,
             ngx_mdm_api_out_lit(&out, ", ");
         }
 
-        ngx_mdm_api_out_lit(&out, "{\"command_uuid\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 0);
-        ngx_mdm_api_out_lit(&out, ", \"request_type\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 1);
-        ngx_mdm_api_out_lit(&out, ", \"status\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 2);
-        ngx_mdm_api_out_lit(&out, ", \"priority\": ");
-        ngx_mdm_api_out_pg(&out, res, i, 3);
-        ngx_mdm_api_out_lit(&out, ", \"queued_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 4);
-        ngx_mdm_api_out_lit(&out, ", \"sent_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 5);
-        ngx_mdm_api_out_lit(&out, ", \"sent_count\": ");
-        ngx_mdm_api_out_pg(&out, res, i, 6);
-        ngx_mdm_api_out_lit(&out, ", \"not_now_tally\": ");
-        ngx_mdm_api_out_pg(&out, res, i, 7);
-        ngx_mdm_api_out_lit(&out, ", \"updated_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 8);
-        ngx_mdm_api_out_lit(&out, ", \"expires_at\": ");
-        ngx_mdm_api_out_pg_str(&out, res, i, 9);
+        ngx_mdm_api_out_lit(&out, "{");
+        ngx_mdm_api_out_fields(&out, res, i, 0, fields,
+                               sizeof(fields) / sizeof(fields[0]));
         ngx_mdm_api_out_lit(&out, "}");
     }
 

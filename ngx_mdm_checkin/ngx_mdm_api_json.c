@@ -219,6 +219,30 @@ ngx_mdm_api_out_pg_str(ngx_mdm_api_out_t *out, PGresult *res, int row,
 }
 
 
+void
+ngx_mdm_api_out_fields(ngx_mdm_api_out_t *out, PGresult *res, int row,
+    int col, const ngx_mdm_api_field_t *fields, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++, col++) {
+        if (i) {
+            ngx_mdm_api_out_lit(out, ", ");
+        }
+
+        ngx_mdm_api_out_cstr(out, fields[i].key);
+        ngx_mdm_api_out_lit(out, ": ");
+
+        if (fields[i].string) {
+            ngx_mdm_api_out_pg_str(out, res, row, col);
+
+        } else {
+            ngx_mdm_api_out_pg(out, res, row, col);
+        }
+    }
+}
+
+
 ngx_uint_t
 ngx_mdm_api_pg_bool(PGresult *res, int row, int col)
 {
