@@ -629,6 +629,47 @@ ngx_http_mdm_api_db_error(ngx_http_request_t *r, PGresult *res,
 }
 
 
+/*
+ * The answer of a statement that cancels queue rows of one command or one
+ * enrollment, (found, count): {"<key>": "<id>", "cancelled": N}, or 404
+ * "unknown <what>".
+ */
+
+ngx_int_t
+ngx_http_mdm_api_cancelled(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, const char *what, const char *key, ngx_str_t *id)
+{
+    ngx_mdm_api_out_t        out;
+    ngx_http_mdm_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
+
+    if (rc != NGX_OK || PQntuples(res) != 1) {
+        return ngx_http_mdm_api_db_error(r, res, NULL);
+    }
+
+    if (PQgetvalue(res, 0, 0)[0] == '0') {
+        return ngx_mdm_api_error(r, NGX_HTTP_NOT_FOUND, "unknown %s: %V",
+                                 what, id);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "mdm api: %V cancelled %s queued commands of %s %V",
+                  &ctx->actor, PQgetvalue(res, 0, 1), what, id);
+
+    ngx_mdm_api_out_init(&out, r->pool, 256);
+    ngx_mdm_api_out_lit(&out, "{");
+    ngx_mdm_api_out_cstr(&out, key);
+    ngx_mdm_api_out_lit(&out, ": ");
+    ngx_mdm_api_out_str(&out, id->data, id->len);
+    ngx_mdm_api_out_lit(&out, ", \"cancelled\": ");
+    ngx_mdm_api_out_pg(&out, res, 0, 1);
+    ngx_mdm_api_out_lit(&out, "}");
+
+    return ngx_mdm_api_send(r, NGX_HTTP_OK, &out);
+}
+
+
 static void *
 ngx_http_mdm_api_create_loc_conf(ngx_conf_t *cf)
 {

@@ -120,6 +120,8 @@ ngx_int_t ngx_http_mdm_api_page(ngx_http_request_t *r, ngx_int_t *limit,
 void ngx_http_mdm_api_push_hint(ngx_http_request_t *r);
 ngx_int_t ngx_http_mdm_api_db_error(ngx_http_request_t *r, PGresult *res,
     const char *what);
+ngx_int_t ngx_http_mdm_api_cancelled(ngx_http_request_t *r, PGresult *res,
+    ngx_int_t rc, const char *what, const char *key, ngx_str_t *id);
 ngx_int_t ngx_http_mdm_api_query_path(ngx_http_request_t *r,
     ngx_http_mdm_api_ctx_t *ctx, const char *sql, ngx_uint_t two,
     int result_format, ngx_http_mdm_pg_handler_pt handler);

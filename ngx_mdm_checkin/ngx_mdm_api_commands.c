@@ -936,35 +936,13 @@ static void
 ngx_http_mdm_api_command_cancelled(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc)
 {
-    ngx_mdm_api_out_t        out;
     ngx_http_mdm_api_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
 
-    if (rc != NGX_OK || PQntuples(res) != 1) {
-        ngx_http_finalize_request(r, ngx_http_mdm_api_db_error(r, res, NULL));
-        return;
-    }
-
-    if (PQgetvalue(res, 0, 0)[0] == '0') {
-        ngx_http_finalize_request(r, ngx_mdm_api_error(r, NGX_HTTP_NOT_FOUND,
-                                      "unknown command: %V",
-                                      &ctx->command_uuid));
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "mdm api: %V cancelled command %V for %s enrollments",
-                  &ctx->actor, &ctx->command_uuid, PQgetvalue(res, 0, 1));
-
-    ngx_mdm_api_out_init(&out, r->pool, 256);
-    ngx_mdm_api_out_lit(&out, "{\"command_uuid\": ");
-    ngx_mdm_api_out_str(&out, ctx->command_uuid.data, ctx->command_uuid.len);
-    ngx_mdm_api_out_lit(&out, ", \"cancelled\": ");
-    ngx_mdm_api_out_pg(&out, res, 0, 1);
-    ngx_mdm_api_out_lit(&out, "}");
-
-    ngx_http_finalize_request(r, ngx_mdm_api_send(r, NGX_HTTP_OK, &out));
+    ngx_http_finalize_request(r, ngx_http_mdm_api_cancelled(r, res, rc,
+                                     "command", "command_uuid",
+                                     &ctx->command_uuid));
 }
 
 

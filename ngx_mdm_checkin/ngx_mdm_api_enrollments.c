@@ -350,36 +350,13 @@ static void
 ngx_http_mdm_api_queue_cleared(ngx_http_request_t *r, PGresult *res,
     ngx_int_t rc)
 {
-    ngx_mdm_api_out_t        out;
     ngx_http_mdm_api_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_mdm_api_module);
 
-    if (rc != NGX_OK || PQntuples(res) != 1) {
-        ngx_http_finalize_request(r, ngx_http_mdm_api_db_error(r, res, NULL));
-        return;
-    }
-
-    if (PQgetvalue(res, 0, 0)[0] == '0') {
-        ngx_http_finalize_request(r, ngx_mdm_api_error(r, NGX_HTTP_NOT_FOUND,
-                                      "unknown enrollment: %V",
-                                      &ctx->enrollment_id));
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "mdm api: %V cleared the queue of %V: %s cancelled",
-                  &ctx->actor, &ctx->enrollment_id, PQgetvalue(res, 0, 1));
-
-    ngx_mdm_api_out_init(&out, r->pool, 256);
-    ngx_mdm_api_out_lit(&out, "{\"enrollment_id\": ");
-    ngx_mdm_api_out_str(&out, ctx->enrollment_id.data,
-                        ctx->enrollment_id.len);
-    ngx_mdm_api_out_lit(&out, ", \"cancelled\": ");
-    ngx_mdm_api_out_pg(&out, res, 0, 1);
-    ngx_mdm_api_out_lit(&out, "}");
-
-    ngx_http_finalize_request(r, ngx_mdm_api_send(r, NGX_HTTP_OK, &out));
+    ngx_http_finalize_request(r, ngx_http_mdm_api_cancelled(r, res, rc,
+                                     "enrollment", "enrollment_id",
+                                     &ctx->enrollment_id));
 }
 
 
