@@ -15,9 +15,12 @@
  *
  * One flush at a time.  A flush that fails keeps its notes for the next
  * try.  At most NGX_MDM_DELIVERY_MAX notes: beyond, new ones are dropped
- * with an error-log line.  What a worker holds when it exits or crashes
- * is lost: the counts are lower, the command itself is not touched (one
- * sent and never answered is still Queued and is sent again whatever
+ * with an error-log line.  A worker that leaves gracefully (reload, quit)
+ * writes what it holds at once, and again for each delivery until it
+ * exits; nginx waits for those statements.  What a worker holds when it
+ * crashes or is killed, or when PostgreSQL fails it on its way out, is
+ * lost: the counts are lower, the command itself is not touched (one sent
+ * and never answered is still Queued and is sent again whatever
  * sent_count says).
  */
 
@@ -31,6 +34,8 @@
 #define NGX_MDM_DELIVERY_BUCKETS   4096
 #define NGX_MDM_DELIVERY_MAX       200000
 #define NGX_MDM_DELIVERY_FLUSH     20000
+#define NGX_MDM_DELIVERY_EXIT_DELAY  10        /* ms */
+#define NGX_MDM_DELIVERY_EXIT_TRIES  300
 
 
 typedef struct ngx_mdm_delivery_s  ngx_mdm_delivery_t;
@@ -55,6 +60,7 @@ typedef struct {
     u_char                 *sending;      /* the flush in flight */
     size_t                  sending_len;
     ngx_uint_t              dropped;
+    ngx_uint_t              exit_tries;
     unsigned                enabled:1;
     unsigned                busy:1;
 } ngx_mdm_checkin_delivery_t;
@@ -70,6 +76,8 @@ static void ngx_mdm_checkin_delivery_done(void *data, PGresult *res,
     ngx_int_t rc);
 static void ngx_mdm_checkin_delivery_parse(u_char *p, u_char *last);
 static void ngx_mdm_checkin_delivery_arm(void);
+static void ngx_mdm_checkin_delivery_exiting(void);
+static void ngx_mdm_checkin_delivery_drop(ngx_mdm_checkin_delivery_t *d);
 
 
 static const char  ngx_mdm_checkin_delivered_sql[] =
@@ -115,7 +123,24 @@ ngx_mdm_checkin_delivery_init_process(ngx_cycle_t *cycle)
     d->ev.cancelable = 1;
     d->enabled = 1;
 
-    return NGX_OK;
+    return ngx_mdm_on_exiting(cycle, ngx_mdm_checkin_delivery_exiting);
+}
+
+
+/* the worker starts to leave: what it holds goes now */
+
+static void
+ngx_mdm_checkin_delivery_exiting(void)
+{
+    ngx_mdm_checkin_delivery_t  *d;
+
+    d = &ngx_mdm_checkin_delivery;
+
+    if (d->ev.timer_set) {
+        ngx_del_timer(&d->ev);
+    }
+
+    ngx_mdm_checkin_delivery_handler(&d->ev);
 }
 
 
@@ -336,9 +361,59 @@ ngx_mdm_checkin_delivery_arm(void)
 
     d = &ngx_mdm_checkin_delivery;
 
-    if (d->n && !d->busy && !d->ev.timer_set && !d->ev.posted) {
-        ngx_add_timer(&d->ev, d->interval);
+    if (d->n == 0 || d->busy || d->ev.posted) {
+        return;
     }
+
+    if (!ngx_exiting) {
+        if (!d->ev.timer_set) {
+            ngx_add_timer(&d->ev, d->interval);
+        }
+
+        return;
+    }
+
+    /*
+     * leaving: soon, and the worker waits for it; rows still locked are
+     * tried for a few seconds, then given up
+     */
+
+    if (d->exit_tries++ == NGX_MDM_DELIVERY_EXIT_TRIES) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "mdm check-in: %ui delivery counts still locked as "
+                      "the worker leaves, lost", d->n);
+        ngx_mdm_checkin_delivery_drop(d);
+        return;
+    }
+
+    if (d->ev.timer_set && d->ev.cancelable) {
+        ngx_del_timer(&d->ev);
+    }
+
+    if (!d->ev.timer_set) {
+        d->ev.cancelable = 0;
+        ngx_add_timer(&d->ev, ngx_min(d->interval,
+                                      NGX_MDM_DELIVERY_EXIT_DELAY));
+    }
+}
+
+
+static void
+ngx_mdm_checkin_delivery_drop(ngx_mdm_checkin_delivery_t *d)
+{
+    ngx_uint_t           i;
+    ngx_mdm_delivery_t  *e, *next;
+
+    for (i = 0; i < NGX_MDM_DELIVERY_BUCKETS; i++) {
+        for (e = d->buckets[i]; e; e = next) {
+            next = e->next;
+            ngx_free(e);
+        }
+
+        d->buckets[i] = NULL;
+    }
+
+    d->n = 0;
 }
 
 
@@ -372,7 +447,7 @@ ngx_mdm_checkin_delivery_handler(ngx_event_t *ev)
 
     batch = ngx_alloc(len, ev->log);
     if (batch == NULL) {
-        ngx_mdm_checkin_delivery_arm();
+        ngx_mdm_checkin_delivery_arm();   /* leaving: tries are counted */
         return;
     }
 
@@ -435,6 +510,13 @@ ngx_mdm_checkin_delivery_done(void *data, PGresult *res, ngx_int_t rc)
             p = (u_char *) PQgetvalue(res, 0, 0);
             ngx_mdm_checkin_delivery_parse(p, p + PQgetlength(res, 0, 0));
         }
+
+    } else if (ngx_exiting) {
+        /* no next try: the worker is leaving */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "mdm check-in: writing delivery counts failed as the "
+                      "worker leaves, counts lost: %s",
+                      res ? PQresultErrorMessage(res) : "no connection");
 
     } else {
         /* the statement failed as a whole: nothing of it was written */

@@ -153,6 +153,16 @@ ngx_int_t ngx_mdm_helper_register(ngx_conf_t *cf,
 ngx_int_t ngx_mdm_helper_schema_ready(void);
 
 
+/*
+ * Work a worker finishes before it leaves gracefully (reload, quit): the
+ * handler runs once, when nginx closes the worker's idle connections.  A
+ * handler that starts a query is waited for (ngx_mdm_module.c).
+ */
+typedef void (*ngx_mdm_exiting_pt)(void);
+
+ngx_int_t ngx_mdm_on_exiting(ngx_cycle_t *cycle, ngx_mdm_exiting_pt handler);
+
+
 /* shared counters (shared memory, this node) */
 typedef struct {
     ngx_atomic_t               helper_heartbeat;   /* unix time */

@@ -31,9 +31,17 @@ static ngx_int_t ngx_mdm_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_mdm_shm_init(ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_mdm_init_process(ngx_cycle_t *cycle);
 static void ngx_mdm_exit_process(ngx_cycle_t *cycle);
+static void ngx_mdm_exiting_handler(ngx_event_t *ev);
 
 ngx_int_t ngx_http_mdm_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mdm_debug_query_handler(ngx_http_request_t *r);
+
+
+#define NGX_MDM_EXITING_MAX  4
+
+static ngx_mdm_exiting_pt  ngx_mdm_exiting[NGX_MDM_EXITING_MAX];
+static ngx_uint_t          ngx_mdm_nexiting;
+static ngx_connection_t   *ngx_mdm_exiting_conn;
 
 
 static ngx_command_t  ngx_mdm_commands[] = {
@@ -659,10 +667,95 @@ ngx_mdm_init_process(ngx_cycle_t *cycle)
 static void
 ngx_mdm_exit_process(ngx_cycle_t *cycle)
 {
+    if (ngx_mdm_exiting_conn) {
+        ngx_close_connection(ngx_mdm_exiting_conn);
+        ngx_mdm_exiting_conn = NULL;
+    }
+
     if (ngx_mdm_conf == NULL) {
         return;
     }
 
     ngx_mdm_pg_exit_process();
     ngx_mdm_redis_exit_process();
+}
+
+
+/*
+ * nginx tells no module that a worker starts to leave gracefully, but it
+ * does close the worker's idle connections then: it calls the read
+ * handler of every connection marked idle, with c->close set
+ * (ngx_close_idle_connections()).  The handlers hang on one such
+ * connection, a slot on /dev/null that is never watched for events.
+ * What a handler starts keeps the worker as long as it needs: queries
+ * under way hold non-cancelable timers (ngx_mdm_pg.c, ngx_mdm_redis.c).
+ * Workers only: a single process (master_process off) exits at once.
+ */
+
+ngx_int_t
+ngx_mdm_on_exiting(ngx_cycle_t *cycle, ngx_mdm_exiting_pt handler)
+{
+    ngx_fd_t           fd;
+    ngx_connection_t  *c;
+
+    if (ngx_process != NGX_PROCESS_WORKER) {
+        return NGX_OK;
+    }
+
+    if (ngx_mdm_nexiting == NGX_MDM_EXITING_MAX) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "mdm: too many handlers for a worker's exit");
+        return NGX_ERROR;
+    }
+
+    if (ngx_mdm_exiting_conn == NULL) {
+        fd = ngx_open_file("/dev/null", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+        if (fd == NGX_INVALID_FILE) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          ngx_open_file_n " \"/dev/null\" failed");
+            return NGX_ERROR;
+        }
+
+        c = ngx_get_connection(fd, cycle->log);
+        if (c == NULL) {
+            (void) ngx_close_file(fd);
+            return NGX_ERROR;
+        }
+
+        c->idle = 1;
+        c->read->handler = ngx_mdm_exiting_handler;
+        c->read->log = cycle->log;
+        c->write->handler = ngx_mdm_exiting_handler;
+        c->write->log = cycle->log;
+
+        ngx_mdm_exiting_conn = c;
+    }
+
+    ngx_mdm_exiting[ngx_mdm_nexiting++] = handler;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_mdm_exiting_handler(ngx_event_t *ev)
+{
+    ngx_uint_t         i;
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    if (!c->close) {
+        return;
+    }
+
+    ngx_mdm_exiting_conn = NULL;
+    ngx_close_connection(c);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "mdm: worker leaving, finishing its writes");
+
+    for (i = 0; i < ngx_mdm_nexiting; i++) {
+        ngx_mdm_exiting[i]();
+    }
 }

@@ -105,6 +105,7 @@ static void ngx_mdm_pg_read_handler(ngx_event_t *ev);
 static void ngx_mdm_pg_write_handler(ngx_event_t *ev);
 static void ngx_mdm_pg_timer_handler(ngx_event_t *ev);
 static void ngx_mdm_pg_wait_timer_handler(ngx_event_t *ev);
+static void ngx_mdm_pg_waited(void);
 static void ngx_mdm_pg_connected(ngx_mdm_pg_conn_t *pc);
 static void ngx_mdm_pg_broken(ngx_mdm_pg_conn_t *pc, const char *why);
 static void ngx_mdm_pg_send(ngx_mdm_pg_conn_t *pc, ngx_mdm_pg_query_t *q);
@@ -154,7 +155,8 @@ ngx_mdm_pg_init_process(ngx_cycle_t *cycle,
 
     ngx_mdm_pg_pool.wait_timer.handler = ngx_mdm_pg_wait_timer_handler;
     ngx_mdm_pg_pool.wait_timer.log = cycle->log;
-    ngx_mdm_pg_pool.wait_timer.cancelable = 1;
+    /* a query waiting for a connection keeps a worker that is leaving */
+    ngx_mdm_pg_pool.wait_timer.cancelable = 0;
     ngx_mdm_pg_pool.dispatch_ev.handler = ngx_mdm_pg_dispatch_handler;
     ngx_mdm_pg_pool.dispatch_ev.log = cycle->log;
 
@@ -356,6 +358,8 @@ ngx_mdm_pg_cancel(ngx_mdm_pg_query_t *q)
     ngx_queue_remove(&q->queue);
     ngx_mdm_pg_pool.nwaiting--;
     ngx_free(q);
+
+    ngx_mdm_pg_waited();
 }
 
 
@@ -388,6 +392,8 @@ ngx_mdm_pg_connect(ngx_mdm_pg_conn_t *pc)
         return;
     }
 
+    /* a connection being made holds no worker that is leaving */
+    pc->timer.cancelable = 1;
     ngx_add_timer(&pc->timer, cmcf->pg_connect_timeout);
 }
 
@@ -748,6 +754,7 @@ ngx_mdm_pg_broken(ngx_mdm_pg_conn_t *pc, const char *why)
     }
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        pc->timer.cancelable = 1;
         ngx_add_timer(&pc->timer, pc->backoff);
     }
 
@@ -811,6 +818,8 @@ ngx_mdm_pg_fail_waiting(void)
         ngx_mdm_pg_pool.nwaiting--;
         ngx_mdm_pg_complete(q, NULL, NGX_DECLINED);
     }
+
+    ngx_mdm_pg_waited();
 }
 
 
@@ -825,7 +834,7 @@ ngx_mdm_pg_dispatch(void)
     for (i = 0; i < ngx_mdm_pg_pool.nconns; i++) {
 
         if (ngx_queue_empty(&ngx_mdm_pg_pool.waiting)) {
-            return;
+            break;
         }
 
         pc = &ngx_mdm_pg_pool.conns[i];
@@ -840,6 +849,21 @@ ngx_mdm_pg_dispatch(void)
         ngx_mdm_pg_pool.nwaiting--;
 
         ngx_mdm_pg_send(pc, q);
+    }
+
+    ngx_mdm_pg_waited();
+}
+
+
+/* no query waits: the wait timer goes, it would hold a leaving worker */
+
+static void
+ngx_mdm_pg_waited(void)
+{
+    if (ngx_queue_empty(&ngx_mdm_pg_pool.waiting)
+        && ngx_mdm_pg_pool.wait_timer.timer_set)
+    {
+        ngx_del_timer(&ngx_mdm_pg_pool.wait_timer);
     }
 }
 
@@ -893,6 +917,12 @@ ngx_mdm_pg_send(ngx_mdm_pg_conn_t *pc, ngx_mdm_pg_query_t *q)
     left = (ngx_msec_int_t) (q->expire - ngx_current_msec) > 0
            ? q->expire - ngx_current_msec : 1;
 
+    /*
+     * A query in flight keeps a worker that is leaving (reload, quit)
+     * until it is answered or times out: its requester, a device's
+     * check-in say, is answered before the worker exits.
+     */
+    pc->timer.cancelable = 0;
     ngx_add_timer(&pc->timer, left);
 }
 

@@ -218,6 +218,7 @@ ngx_mdm_redis_connect(void)
         ngx_del_timer(&ngx_mdm_redis.timer);
     }
 
+    ngx_mdm_redis.timer.cancelable = 1;
     ngx_add_timer(&ngx_mdm_redis.timer, cmcf->redis_timeout);
 }
 
@@ -285,6 +286,7 @@ ngx_mdm_redis_gone(const char *why)
     }
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_mdm_redis.timer.cancelable = 1;
         ngx_add_timer(&ngx_mdm_redis.timer, ngx_mdm_redis.backoff);
     }
 }
@@ -474,6 +476,8 @@ ngx_mdm_redis_arm_deadline(void)
         return;
     }
 
+    /* commands awaiting replies keep a worker that is leaving */
+    ngx_mdm_redis.timer.cancelable = 0;
     ngx_add_timer(&ngx_mdm_redis.timer, cmd->expire - ngx_current_msec);
 }
 

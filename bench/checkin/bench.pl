@@ -45,6 +45,9 @@ my %scenarios = (
                       worker_connections => 8192,
                       args => [ '--idle-c', '64', '--idle-rate', '5000',
                                 '--device-key', 'rsa' ] },
+    # command round trips only (not run by default; for profiling)
+    'cmd-1k'     => { mode => 'forwarded', n => 1000, workers => 2,
+                      args => [ '--cmd-c', '8' ] },
     'small'      => { mode => 'tls', n => 200, workers => 2,
                       args => [ '--cmd-c', '8' ] },
     'nocache-1k' => { mode => 'tls', n => 1000, workers => 2,

@@ -1,0 +1,170 @@
+#!/usr/bin/perl
+# A worker that leaves gracefully (nginx -s reload, nginx -s quit) finishes
+# what it started: a check-in waiting for PostgreSQL is answered and its
+# result stored, and the delivery counts the worker holds in memory
+# (mdm_checkin_delivery_flush) are written before it exits.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use MDM::Test;
+use MDM::Device;
+
+my $t = MDM::Test->new(name => 'checkin-exit')->plan_skip_unless_module;
+
+$t->start_postgres;
+$t->start_redis;
+
+my $srv = $t->tls_server_cert;
+my $ca = $t->make_ca(name => 'scep-ca');
+
+# a flush interval no test waits for: counts leave the worker only with an
+# answer or at its exit
+my $conf = <<"EOF";
+    mdm_postgres "%%PG%% sslmode=disable";
+    mdm_redis %%REDIS%%;
+    mdm_helper_path %%TESTDIR%%/helper;
+    mdm_postgres_timeout 60s;
+    mdm_checkin_delivery_flush 60s;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%% ssl;
+        server_name localhost;
+
+        ssl_certificate $srv->{cert};
+        ssl_certificate_key $srv->{key};
+        ssl_verify_client optional_no_ca;
+
+        mdm_checkin_ca $ca->{cert};
+
+        location = /mdm/apple/mdm { mdm_checkin; }
+    }
+EOF
+$t->write_conf($conf, worker_processes => 1);
+$t->run;
+
+$t->wait_for(sub {
+    ($t->psql("SELECT count(*) FROM pg_proc "
+              . "WHERE proname = 'mdm_queue_delivered'"))[0] == 1
+}, what => 'the helper to apply 005_checkin.sql');
+
+my @devs = map { MDM::Device->new($t, ca => $ca, kind => 'iphone') } 1 .. 3;
+for my $d (@devs) {
+    $d->authenticate->{status} == 200 or BAIL_OUT('Authenticate failed');
+    $d->token_update->{status} == 200 or BAIL_OUT('TokenUpdate failed');
+}
+
+my $seq = 0;
+
+sub enqueue {
+    my ($id) = @_;
+    my $uuid = sprintf 'EXIT-%03d', ++$seq;
+    my $hex = unpack 'H*', MDM::Device::plist_xml({
+        CommandUUID => $uuid,
+        Command => { RequestType => 'DeviceInformation' } });
+    $t->psql("INSERT INTO mdm_commands (command_uuid, request_type, command)"
+             . " VALUES ('$uuid', 'DeviceInformation', '\\x$hex');"
+             . " INSERT INTO mdm_queue (enrollment_id, command_uuid)"
+             . " VALUES ('$id', '$uuid')");
+    return $uuid;
+}
+
+sub row {
+    my ($id, $uuid, $cols) = @_;
+    return scalar $t->psql("SELECT $cols FROM mdm_queue WHERE "
+                           . "enrollment_id = '$id' AND command_uuid = "
+                           . "'$uuid'");
+}
+
+###########################################################################
+# delivery counts held by a worker are written when it leaves (reload)
+
+my @held = map { enqueue($_->udid) } @devs[0, 1];
+for my $i (0, 1) {
+    is($devs[$i]->idle->{command}{CommandUUID}, $held[$i], "delivered $i");
+}
+is($devs[1]->idle->{command}{CommandUUID}, $held[1], 'delivered again');
+is(row($devs[0]->udid, $held[0], 'sent_count'), 0,
+   'the count is still in the worker');
+
+$t->reload;
+
+is(row($devs[0]->udid, $held[0], 'sent_count || (sent_at IS NOT NULL)::text'),
+   '1true', 'written by the worker on its way out');
+is(row($devs[1]->udid, $held[1], 'sent_count'), 2, 'both deliveries');
+
+# the new worker counts from zero, and writes at quit as well
+is($devs[1]->idle->{command}{CommandUUID}, $held[1], 'delivered by the new '
+   . 'worker');
+
+###########################################################################
+# a check-in under way when the reload comes is answered and stored: the
+# report waits for a row lock, the old worker waits for the report
+
+my $d = $devs[2];
+my $uuid = enqueue($d->udid);
+is($d->idle->{command}{CommandUUID}, $uuid, 'delivered');
+
+my $holder = $t->spawn(sub {
+    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+        or die "psql: $!";
+    select((select($psql), $| = 1)[0]);
+    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
+                . "'$uuid' FOR UPDATE;\n";
+    $t->wait_for(sub { -e $t->path('release') }, timeout => 60,
+                 what => 'the release');
+    print $psql "COMMIT;\n";
+    close $psql;
+}, log => 'holder.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
+             . "'idle in transaction' AND query LIKE '%FOR UPDATE%'") == 1
+}, what => 'the row lock');
+
+my $reporter = $t->spawn(sub {
+    my $r = $d->report('Acknowledged', $uuid);
+    $t->write_file('report-status', $r->{status});
+}, log => 'reporter.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_stat_activity "
+             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
+}, what => 'the report waiting for the row lock');
+
+my ($old) = $t->worker_pids;
+my $mark = $t->log_mark;
+kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+
+# the new worker is up, the old one has been told to leave
+$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
+             what => 'the new worker');
+$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+
+ok(kill(0, $old), 'the old worker stays while a report is under way');
+ok(!-e $t->path('report-status'), 'the report is still waiting');
+
+$t->write_file('release', '');
+waitpid $_, 0 for $holder, $reporter;
+
+is($t->read_file($t->path('report-status')), 200,
+   'the report is answered by the leaving worker');
+is(row($d->udid, $uuid, 'status || sent_count'), 'Acknowledged1',
+   'and stored, with its delivery count');
+ok($t->wait_for(sub { !kill 0, $old }, what => 'the old worker to exit'),
+   'then the old worker exits');
+
+###########################################################################
+# quit: the counts of the last worker are written too
+
+$t->stop;
+is(row($devs[1]->udid, $held[1], 'sent_count'), 3,
+   'written at quit');
+
+is_deeply([$t->log_alerts], [], 'no alerts');
+
+done_testing;
