@@ -45,6 +45,11 @@ my %scenarios = (
                       worker_connections => 8192,
                       args => [ '--idle-c', '64', '--idle-rate', '5000',
                                 '--device-key', 'rsa' ] },
+    # enrollment only, 10,000 devices (not run by default; for A/B runs)
+    'enroll-fwd' => { mode => 'forwarded', n => 10000, workers => 2,
+                      args => [] },
+    'enroll-tls' => { mode => 'tls', n => 10000, workers => 2,
+                      args => [] },
     # command round trips only (not run by default; for profiling)
     'cmd-1k'     => { mode => 'forwarded', n => 1000, workers => 2,
                       args => [ '--cmd-c', '8' ] },
@@ -80,7 +85,9 @@ $t->start_redis;
 
 my $pki = $t->path('pki');
 mkdir $pki;
-$r = $t->run_command([ $tool, 'gen', $pki ]);
+# MDM_BENCH_CA_KEY=ec: an EC P-256 device CA (figures before 2026-11-28)
+$r = $t->run_command([ $tool, 'gen', $pki, '--ca-key',
+                       $ENV{MDM_BENCH_CA_KEY} // 'rsa' ]);
 die "mdmload gen: $r->{stderr}\n" if $r->{status};
 
 my @results;

@@ -2,8 +2,9 @@
  * mdmload: a device simulator for the nginx-mdm check-in and command
  * protocol (bench/checkin/README.md).
  *
- *   mdmload gen DIR
- *       a CA (EC P-256) and a server certificate for "localhost" in DIR
+ *   mdmload gen DIR [--ca-key rsa|ec]
+ *       a device CA (RSA 2048 by default, as a SCEP CA) and an EC P-256
+ *       server certificate for "localhost" in DIR
  *       (ca.pem ca.key server.pem server.key)
  *   mdmload run DIR [options]
  *       issues N device certificates from DIR/ca.key in memory, then runs
@@ -352,13 +353,34 @@ write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
 }
 
 
+static void usage(void);
+
+
 static void
-gen(const char *dir)
+gen(const char *dir, const char *ca_kind)
 {
     X509      *ca, *srv;
     EVP_PKEY  *cak, *srvk;
 
-    cak = ec_key();
+    /*
+     * The device CA: RSA 2048 by default, as a SCEP CA is (the key that
+     * opens SCEP envelopes must be RSA; conf/run.sh makes the same).
+     * The server's TLS key is EC P-256 (README, device-facing TLS).
+     */
+    if (ca_kind == NULL || strcmp(ca_kind, "rsa") == 0) {
+        cak = EVP_RSA_gen(2048);
+        if (cak == NULL) {
+            die("RSA key generation failed");
+        }
+
+    } else if (strcmp(ca_kind, "ec") == 0) {
+        cak = ec_key();
+
+    } else {
+        usage();
+        return;
+    }
+
     ca = make_cert("mdmload device CA", cak, NULL, NULL, 0, 1);
     srvk = ec_key();
     srv = make_cert("localhost", srvk, ca, cak, 1, 2);
@@ -579,6 +601,9 @@ max_child_rss(int root)
 
 /* ---- PostgreSQL: the feeder and the statement counts ------------------ */
 
+static void feeder_prepare(void);
+
+
 static void
 pg_open(void)
 {
@@ -597,6 +622,8 @@ pg_open(void)
                      "WHERE extname = 'pg_stat_statements'");
     pg_stat = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
     PQclear(res);
+
+    feeder_prepare();
 }
 
 
@@ -759,6 +786,21 @@ static const char  feeder_sql[] =
     " SELECT d, u FROM unnest($2::text[], $1::text[]) AS t(d, u)";
 
 
+/* prepared once, as the admin API's statements are */
+
+static void
+feeder_prepare(void)
+{
+    PGresult  *res;
+
+    res = PQprepare(pg, "feeder", feeder_sql, 2, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        die("feeder: %s", PQresultErrorMessage(res));
+    }
+    PQclear(res);
+}
+
+
 static void
 feeder_send(void)
 {
@@ -795,7 +837,7 @@ feeder_send(void)
     values[0] = uuids;
     values[1] = ids;
 
-    if (!PQsendQueryParams(pg, feeder_sql, 2, NULL, values, NULL, NULL, 0)) {
+    if (!PQsendQueryPrepared(pg, "feeder", 2, values, NULL, NULL, 0)) {
         die("feeder: %s", PQerrorMessage(pg));
     }
 
@@ -1689,7 +1731,7 @@ static void
 usage(void)
 {
     fprintf(stderr,
-        "usage: mdmload gen DIR\n"
+        "usage: mdmload gen DIR [--ca-key rsa|ec]\n"
         "       mdmload run DIR --port P [--mode tls|forwarded] [-n N]\n"
         "           [--device-key ec|rsa] [--enroll-c C | --skip-enroll]\n"
         "           [--idle-c C,C...]\n"
@@ -1732,7 +1774,8 @@ main(int argc, char **argv)
     }
 
     if (strcmp(argv[1], "gen") == 0) {
-        gen(argv[2]);
+        gen(argv[2], argc > 4 && strcmp(argv[3], "--ca-key") == 0
+                     ? argv[4] : NULL);
         return 0;
     }
 
