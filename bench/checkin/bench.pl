@@ -25,6 +25,8 @@ my $seconds = $ENV{MDM_BENCH_SECONDS} // 10;
 # MDM_BENCH_TLS="directive ...;" adds to the TLS server (experiments, not
 # for the figures)
 my $tls_extra = $ENV{MDM_BENCH_TLS} // '';
+# MDM_BENCH_HTTP="directive ...;" adds to the http block (experiments too)
+my $http_extra = $ENV{MDM_BENCH_HTTP} // '';
 my %scenarios = (
     'tls-1k'     => { mode => 'tls', n => 1000, workers => 2,
                       args => [ '--idle-c', '64', '--cmd-c', '8,64' ] },
@@ -114,6 +116,7 @@ for my $name (@run) {
     mdm_checkin_events_maxlen 100000;
     mdm_checkin_cache $cache;
     mdm_checkin_prepare $prepare;
+    $http_extra
 
     keepalive_timeout 600s;
     keepalive_requests 10000000;
