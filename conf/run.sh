@@ -89,8 +89,10 @@ make_pki() {
             -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
     fi
     if [ ! -f server.pem ]; then
-        openssl req -newkey rsa:2048 -nodes -keyout server.key \
-            -out server.csr -subj "/CN=localhost" 2>/dev/null
+        # EC P-256: the cheaper full handshake (conf/nginx.conf)
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout server.key -out server.csr -subj "/CN=localhost" \
+            2>/dev/null
         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' \
             > server.ext
         openssl x509 -req -in server.csr -CA tls-ca.pem -CAkey tls-ca.key \

@@ -88,9 +88,11 @@ $t->start_redis;
 
 my $pki = $t->path('pki');
 mkdir $pki;
-# MDM_BENCH_CA_KEY=ec: an EC P-256 device CA (figures before 2026-11-28)
-$r = $t->run_command([ $tool, 'gen', $pki, '--ca-key',
-                       $ENV{MDM_BENCH_CA_KEY} // 'rsa' ]);
+# MDM_BENCH_CA_KEY=ec: an EC P-256 device CA (figures before 2026-11-28);
+# MDM_BENCH_SERVER_KEY=rsa: an RSA-2048 TLS server key
+$r = $t->run_command([ $tool, 'gen', $pki,
+                       '--ca-key', $ENV{MDM_BENCH_CA_KEY} // 'rsa',
+                       '--server-key', $ENV{MDM_BENCH_SERVER_KEY} // 'ec' ]);
 die "mdmload gen: $r->{stderr}\n" if $r->{status};
 
 my @results;

@@ -2,9 +2,9 @@
  * mdmload: a device simulator for the nginx-mdm check-in and command
  * protocol (bench/checkin/README.md).
  *
- *   mdmload gen DIR [--ca-key rsa|ec]
- *       a device CA (RSA 2048 by default, as a SCEP CA) and an EC P-256
- *       server certificate for "localhost" in DIR
+ *   mdmload gen DIR [--ca-key rsa|ec] [--server-key ec|rsa]
+ *       a device CA (RSA 2048 by default, as a SCEP CA) and a server
+ *       certificate for "localhost" (EC P-256 by default) in DIR
  *       (ca.pem ca.key server.pem server.key)
  *   mdmload run DIR [options]
  *       issues N device certificates from DIR/ca.key in memory, then runs
@@ -356,8 +356,30 @@ write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
 static void usage(void);
 
 
+static EVP_PKEY *
+gen_key(const char *kind)
+{
+    EVP_PKEY  *k;
+
+    if (strcmp(kind, "ec") == 0) {
+        return ec_key();
+    }
+
+    if (strcmp(kind, "rsa") != 0) {
+        usage();
+    }
+
+    k = EVP_RSA_gen(2048);
+    if (k == NULL) {
+        die("RSA key generation failed");
+    }
+
+    return k;
+}
+
+
 static void
-gen(const char *dir, const char *ca_kind)
+gen(const char *dir, const char *ca_kind, const char *srv_kind)
 {
     X509      *ca, *srv;
     EVP_PKEY  *cak, *srvk;
@@ -367,22 +389,10 @@ gen(const char *dir, const char *ca_kind)
      * opens SCEP envelopes must be RSA; conf/run.sh makes the same).
      * The server's TLS key is EC P-256 (README, device-facing TLS).
      */
-    if (ca_kind == NULL || strcmp(ca_kind, "rsa") == 0) {
-        cak = EVP_RSA_gen(2048);
-        if (cak == NULL) {
-            die("RSA key generation failed");
-        }
-
-    } else if (strcmp(ca_kind, "ec") == 0) {
-        cak = ec_key();
-
-    } else {
-        usage();
-        return;
-    }
+    cak = gen_key(ca_kind);
 
     ca = make_cert("mdmload device CA", cak, NULL, NULL, 0, 1);
-    srvk = ec_key();
+    srvk = gen_key(srv_kind);
     srv = make_cert("localhost", srvk, ca, cak, 1, 2);
 
     write_pem(dir, "ca.pem", ca, NULL);
@@ -1731,7 +1741,7 @@ static void
 usage(void)
 {
     fprintf(stderr,
-        "usage: mdmload gen DIR [--ca-key rsa|ec]\n"
+        "usage: mdmload gen DIR [--ca-key rsa|ec] [--server-key ec|rsa]\n"
         "       mdmload run DIR --port P [--mode tls|forwarded] [-n N]\n"
         "           [--device-key ec|rsa] [--enroll-c C | --skip-enroll]\n"
         "           [--idle-c C,C...]\n"
@@ -1774,8 +1784,19 @@ main(int argc, char **argv)
     }
 
     if (strcmp(argv[1], "gen") == 0) {
-        gen(argv[2], argc > 4 && strcmp(argv[3], "--ca-key") == 0
-                     ? argv[4] : NULL);
+        const char  *ca_kind = "rsa", *srv_kind = "ec";
+
+        for (i = 3; i + 1 < argc; i += 2) {
+            if (strcmp(argv[i], "--ca-key") == 0) {
+                ca_kind = argv[i + 1];
+            } else if (strcmp(argv[i], "--server-key") == 0) {
+                srv_kind = argv[i + 1];
+            } else {
+                usage();
+            }
+        }
+
+        gen(argv[2], ca_kind, srv_kind);
         return 0;
     }
 
