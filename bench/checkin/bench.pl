@@ -9,7 +9,7 @@
 #   perl bench/checkin/bench.pl [scenario ...]
 #       scenarios: tls-1k tls-10k fwd-1k fwd-10k conn-5k nocache-1k
 #       (default: all); MDM_BENCH_SECONDS (default 10) per phase;
-#       MDM_BENCH_PAUSE (seconds of rest before each scenario)
+#       MDM_BENCH_PAUSE (seconds of rest before each scenario, default 20)
 #
 # Prints the RESULT lines of mdmload and a summary table (markdown).
 
@@ -97,11 +97,11 @@ die "mdmload gen: $r->{stderr}\n" if $r->{status};
 
 my @results;
 
-# MDM_BENCH_PAUSE=S: S seconds of rest before each scenario.  On this VM
-# the disk slows down under sustained writes: three cmd-1k runs back to
-# back gave 1,425, 977 and 546 round trips/s; with 20 s between runs,
-# 1,575 and 1,600.
-my $pause = $ENV{MDM_BENCH_PAUSE} // 0;
+# MDM_BENCH_PAUSE=S: S seconds of rest before each scenario (default 20,
+# as for the figures in README.md; 0 for none).  On this VM the disk slows
+# down under sustained writes: three cmd-1k runs back to back gave 1,425,
+# 977 and 546 round trips/s; with 20 s between runs, 1,575 and 1,600.
+my $pause = $ENV{MDM_BENCH_PAUSE} // 20;
 
 for my $name (@run) {
     my $s = $scenarios{$name};
