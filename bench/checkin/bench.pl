@@ -154,6 +154,7 @@ for my $name (@run) {
     }
 EOF
         worker_processes => $s->{workers},
+        ($ENV{MDM_BENCH_MAIN} ? (main => $ENV{MDM_BENCH_MAIN}) : ()),
         log_level => 'notice',
         events => 'worker_connections '
                   . ($s->{worker_connections} // 20000) . ';');
