@@ -79,6 +79,7 @@ typedef struct {
     ngx_event_t                     dispatch_ev;
     ngx_log_t                      *log;
     unsigned                        down:1;
+    unsigned                        closed:1;  /* worker_shutdown_timeout */
 
     /* statements prepared by name, by their SQL's address */
     const char                     *stmts[NGX_MDM_PG_PREPARED_MAX];
@@ -258,6 +259,7 @@ ngx_mdm_pg_query(ngx_mdm_pg_args_t *args)
     ngx_mdm_pg_query_t  *q;
 
     if (ngx_mdm_pg_pool.cmcf == NULL || ngx_mdm_pg_pool.down
+        || ngx_mdm_pg_pool.closed
         || ngx_mdm_pg_pool.nwaiting >= ngx_mdm_pg_pool.cmcf->pg_queue_size)
     {
         if (ngx_mdm_shm()) {
@@ -584,6 +586,37 @@ ngx_mdm_pg_read_handler(ngx_event_t *ev)
 
     c = ev->data;
     pc = c->data;
+
+    if (c->close) {
+        /*
+         * worker_shutdown_timeout has passed: nginx closes what is left.
+         * A query under way fails (its request with it), so do the ones
+         * waiting for a connection, and no new one starts.
+         */
+        ngx_mdm_pg_pool.closed = 1;
+
+        if (pc->state == ngx_mdm_pg_state_busy) {
+            ngx_mdm_pg_broken(pc, "the worker's shutdown timeout passed "
+                              "with a query under way");
+
+        } else {
+            ngx_mdm_pg_detach(pc, 1);
+            PQfinish(pc->pgconn);
+            pc->pgconn = NULL;
+            pc->state = ngx_mdm_pg_state_down;
+
+            if (pc->timer.timer_set) {
+                ngx_del_timer(&pc->timer);
+            }
+
+            if (pc->listener) {
+                ngx_mdm_pg_listen_lost();
+            }
+        }
+
+        ngx_mdm_pg_fail_waiting();
+        return;
+    }
 
     switch (pc->state) {
 

@@ -401,9 +401,21 @@ ngx_mdm_redis_cleanup(void *privdata)
 static void
 ngx_mdm_redis_read_handler(ngx_event_t *ev)
 {
-    if (ngx_mdm_redis.ac) {
-        redisAsyncHandleRead(ngx_mdm_redis.ac);
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    if (ngx_mdm_redis.ac == NULL) {
+        return;
     }
+
+    if (c->close) {
+        /* worker_shutdown_timeout: nginx closes what is left */
+        redisAsyncFree(ngx_mdm_redis.ac);
+        return;
+    }
+
+    redisAsyncHandleRead(ngx_mdm_redis.ac);
 }
 
 

@@ -2,7 +2,9 @@
 # A worker that leaves gracefully (nginx -s reload, nginx -s quit) finishes
 # what it started: a check-in waiting for PostgreSQL is answered and its
 # result stored, and the delivery counts the worker holds in memory
-# (mdm_checkin_delivery_flush) are written before it exits.
+# (mdm_checkin_delivery_flush) are written before it exits.  With
+# worker_shutdown_timeout, a query still under way when it passes is cut
+# short and the worker exits.
 
 use strict;
 use warnings;
@@ -157,6 +159,60 @@ is(row($d->udid, $uuid, 'status || sent_count'), 'Acknowledged1',
    'and stored, with its delivery count');
 ok($t->wait_for(sub { !kill 0, $old }, what => 'the old worker to exit'),
    'then the old worker exits');
+
+###########################################################################
+# worker_shutdown_timeout bounds the wait: a report still stuck when it
+# passes fails, and the old worker exits anyway
+
+$t->write_conf($conf, worker_processes => 1,
+               main => 'worker_shutdown_timeout 1s;');
+$t->reload;
+
+my $stuck = enqueue($d->udid);
+is($d->idle->{command}{CommandUUID}, $stuck, 'delivered');
+
+my $holder2 = $t->spawn(sub {
+    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+        or die "psql: $!";
+    select((select($psql), $| = 1)[0]);
+    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
+                . "'$stuck' FOR UPDATE;\n";
+    $t->wait_for(sub { -e $t->path('release2') }, timeout => 60,
+                 what => 'the release');
+    print $psql "COMMIT;\n";
+    close $psql;
+}, log => 'holder2.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
+             . "'idle in transaction' AND query LIKE '%FOR UPDATE%'") == 1
+}, what => 'the row lock');
+
+my $reporter2 = $t->spawn(sub {
+    my $r = $d->report('Acknowledged', $stuck);
+    $t->write_file('report2-status', $r->{status});
+}, log => 'reporter2.log');
+
+$t->wait_for(sub {
+    $t->psql("SELECT count(*) FROM pg_stat_activity "
+             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
+}, what => 'the report waiting for the row lock');
+
+($old) = $t->worker_pids;
+$mark = $t->log_mark;
+kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+
+ok($t->wait_for(sub { !kill 0, $old }, timeout => 15,
+                what => 'the old worker to exit'),
+   'the old worker exits after worker_shutdown_timeout, lock still held');
+like($t->error_log(from => $mark), qr/shutdown timeout passed with a query/,
+     'the query cut short is logged');
+waitpid $reporter2, 0;
+isnt($t->read_file($t->path('report2-status')), 200,
+     'the stuck report was not answered 200');
+
+$t->write_file('release2', '');
+waitpid $holder2, 0;
 
 ###########################################################################
 # quit: the counts of the last worker are written too
