@@ -16,6 +16,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use MDM::Test;
 use MDM::Device;
+use MDM::Queue;
 
 my $t = MDM::Test->new(name => 'checkin-batch')->plan_skip_unless_module;
 
@@ -68,27 +69,10 @@ for my $d (@devs) {
     $d->token_update->{status} == 200 or BAIL_OUT('TokenUpdate failed');
 }
 
-my $seq = 0;
+my $q = MDM::Queue->new($t, prefix => 'BATCH');
 
-sub enqueue {
-    my ($id) = @_;
-    my $uuid = sprintf 'BATCH-%03d', ++$seq;
-    my $hex = unpack 'H*', MDM::Device::plist_xml({
-        CommandUUID => $uuid,
-        Command => { RequestType => 'DeviceInformation' } });
-    $t->psql("INSERT INTO mdm_commands (command_uuid, request_type, command)"
-             . " VALUES ('$uuid', 'DeviceInformation', '\\x$hex');"
-             . " INSERT INTO mdm_queue (enrollment_id, command_uuid,"
-             . " queued_at) VALUES ('$id', '$uuid', clock_timestamp())");
-    return $uuid;
-}
-
-sub row {
-    my ($id, $uuid, $cols) = @_;
-    return scalar $t->psql("SELECT $cols FROM mdm_queue WHERE "
-                           . "enrollment_id = '$id' AND command_uuid = "
-                           . "'$uuid'");
-}
+sub enqueue { $q->enqueue(@_) }
+sub row     { $q->row(@_) }
 
 # requests being served, from stub_status ("Writing" counts this one too)
 sub writing {
@@ -137,30 +121,7 @@ sub held_while {
     return $r;
 }
 
-# Lock the queue row of command $uuid in a transaction of another session
-# until the file $release exists; returns once the lock is held.
-sub hold_row {
-    my ($uuid, $release) = @_;
-    my $pid = $t->spawn(sub {
-        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-            or die "psql: $!";
-        select((select($psql), $| = 1)[0]);
-        print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
-                    . "'$uuid' FOR UPDATE;\n";
-        $t->wait_for(sub { -e $t->path($release) }, timeout => 30,
-                     what => 'the release');
-        print $psql "COMMIT;\n";
-        close $psql;
-    }, log => "$release.log");
-
-    $t->wait_for(sub {
-        $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
-                 . "'idle in transaction' AND query LIKE '%$uuid%FOR UPDATE%'")
-            == 1
-    }, what => 'the row lock');
-
-    return $pid;
-}
+sub hold_row { $q->hold_row(@_) }
 
 sub batch_statements {
     my ($log, $fn) = @_;
@@ -348,10 +309,7 @@ my $reporter = $t->spawn(sub {
     $t->write_file('stuck-status', $r->{status});
 }, log => 'reporter.log');
 
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_stat_activity "
-             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
-}, what => 'the report waiting for the row lock');
+$q->wait_lock_waiter;
 
 my $other = $sb->idle;
 is($other->{command}{CommandUUID}, $free,

@@ -15,6 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use MDM::Test;
 use MDM::Device;
+use MDM::Queue;
 
 my $t = MDM::Test->new(name => 'checkin-exit')->plan_skip_unless_module;
 
@@ -60,32 +61,27 @@ for my $d (@devs) {
     $d->token_update->{status} == 200 or BAIL_OUT('TokenUpdate failed');
 }
 
-my $seq = 0;
+my $q = MDM::Queue->new($t, prefix => 'EXIT');
 
-sub enqueue {
-    my ($id) = @_;
-    my $uuid = sprintf 'EXIT-%03d', ++$seq;
-    my $hex = unpack 'H*', MDM::Device::plist_xml({
-        CommandUUID => $uuid,
-        Command => { RequestType => 'DeviceInformation' } });
-    $t->psql("INSERT INTO mdm_commands (command_uuid, request_type, command)"
-             . " VALUES ('$uuid', 'DeviceInformation', '\\x$hex');"
-             . " INSERT INTO mdm_queue (enrollment_id, command_uuid)"
-             . " VALUES ('$id', '$uuid')");
-    return $uuid;
-}
+sub row { $q->row(@_) }
 
-sub row {
-    my ($id, $uuid, $cols) = @_;
-    return scalar $t->psql("SELECT $cols FROM mdm_queue WHERE "
-                           . "enrollment_id = '$id' AND command_uuid = "
-                           . "'$uuid'");
+# a report of $d for $uuid, stuck on the row lock until $release exists;
+# its status goes to the file $status; returns the pids
+sub stuck_report {
+    my ($d, $uuid, $release, $status) = @_;
+    my $holder = $q->hold_row($uuid, $release);
+    my $reporter = $t->spawn(sub {
+        my $r = $d->report('Acknowledged', $uuid);
+        $t->write_file($status, $r->{status});
+    }, log => "$status.log");
+    $q->wait_lock_waiter;
+    return ($holder, $reporter);
 }
 
 ###########################################################################
 # delivery counts held by a worker are written when it leaves (reload)
 
-my @held = map { enqueue($_->udid) } @devs[0, 1];
+my @held = map { $q->enqueue($_->udid) } @devs[0, 1];
 for my $i (0, 1) {
     is($devs[$i]->idle->{command}{CommandUUID}, $held[$i], "delivered $i");
 }
@@ -108,35 +104,11 @@ is($devs[1]->idle->{command}{CommandUUID}, $held[1], 'delivered by the new '
 # report waits for a row lock, the old worker waits for the report
 
 my $d = $devs[2];
-my $uuid = enqueue($d->udid);
+my $uuid = $q->enqueue($d->udid);
 is($d->idle->{command}{CommandUUID}, $uuid, 'delivered');
 
-my $holder = $t->spawn(sub {
-    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-        or die "psql: $!";
-    select((select($psql), $| = 1)[0]);
-    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
-                . "'$uuid' FOR UPDATE;\n";
-    $t->wait_for(sub { -e $t->path('release') }, timeout => 60,
-                 what => 'the release');
-    print $psql "COMMIT;\n";
-    close $psql;
-}, log => 'holder.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
-             . "'idle in transaction' AND query LIKE '%FOR UPDATE%'") == 1
-}, what => 'the row lock');
-
-my $reporter = $t->spawn(sub {
-    my $r = $d->report('Acknowledged', $uuid);
-    $t->write_file('report-status', $r->{status});
-}, log => 'reporter.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_stat_activity "
-             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
-}, what => 'the report waiting for the row lock');
+my ($holder, $reporter) = stuck_report($d, $uuid, 'release',
+                                       'report-status');
 
 my ($old) = $t->worker_pids;
 my $mark = $t->log_mark;
@@ -168,35 +140,11 @@ $t->write_conf($conf, worker_processes => 1,
                main => 'worker_shutdown_timeout 1s;');
 $t->reload;
 
-my $stuck = enqueue($d->udid);
+my $stuck = $q->enqueue($d->udid);
 is($d->idle->{command}{CommandUUID}, $stuck, 'delivered');
 
-my $holder2 = $t->spawn(sub {
-    open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-        or die "psql: $!";
-    select((select($psql), $| = 1)[0]);
-    print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
-                . "'$stuck' FOR UPDATE;\n";
-    $t->wait_for(sub { -e $t->path('release2') }, timeout => 60,
-                 what => 'the release');
-    print $psql "COMMIT;\n";
-    close $psql;
-}, log => 'holder2.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
-             . "'idle in transaction' AND query LIKE '%FOR UPDATE%'") == 1
-}, what => 'the row lock');
-
-my $reporter2 = $t->spawn(sub {
-    my $r = $d->report('Acknowledged', $stuck);
-    $t->write_file('report2-status', $r->{status});
-}, log => 'reporter2.log');
-
-$t->wait_for(sub {
-    $t->psql("SELECT count(*) FROM pg_stat_activity "
-             . "WHERE wait_event_type = 'Lock' AND query LIKE '%mdm_%'") >= 1
-}, what => 'the report waiting for the row lock');
+my ($holder2, $reporter2) = stuck_report($d, $stuck, 'release2',
+                                         'report2-status');
 
 ($old) = $t->worker_pids;
 $mark = $t->log_mark;
