@@ -1293,6 +1293,8 @@ ngx_mdm_pg_listen_sync(void)
     pc->state = ngx_mdm_pg_state_busy;
     ngx_mdm_pg_pool.syncing = 1;
 
+    /* requests wait for it: it keeps a worker that is leaving */
+    pc->timer.cancelable = 0;
     ngx_add_timer(&pc->timer, ngx_mdm_pg_pool.cmcf->pg_timeout);
 
     return NGX_OK;
@@ -1327,6 +1329,7 @@ ngx_mdm_pg_listen_start(ngx_mdm_pg_conn_t *pc)
 
     pc->state = ngx_mdm_pg_state_busy;
 
+    pc->timer.cancelable = 1;
     ngx_add_timer(&pc->timer, ngx_mdm_pg_pool.cmcf->pg_timeout);
 }
 
