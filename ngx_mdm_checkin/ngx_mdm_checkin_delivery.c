@@ -378,7 +378,7 @@ ngx_mdm_checkin_delivery_arm(void)
      * tried for a few seconds, then given up
      */
 
-    if (d->exit_tries++ == NGX_MDM_DELIVERY_EXIT_TRIES) {
+    if (d->exit_tries >= NGX_MDM_DELIVERY_EXIT_TRIES) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "mdm check-in: %ui delivery counts still locked as "
                       "the worker leaves, lost", d->n);
@@ -447,7 +447,8 @@ ngx_mdm_checkin_delivery_handler(ngx_event_t *ev)
 
     batch = ngx_alloc(len, ev->log);
     if (batch == NULL) {
-        ngx_mdm_checkin_delivery_arm();   /* leaving: tries are counted */
+        d->exit_tries += ngx_exiting;
+        ngx_mdm_checkin_delivery_arm();
         return;
     }
 
@@ -507,6 +508,7 @@ ngx_mdm_checkin_delivery_done(void *data, PGresult *res, ngx_int_t rc)
         /* rows that were locked: noted again, for the next flush */
 
         if (!PQgetisnull(res, 0, 0)) {
+            d->exit_tries += ngx_exiting;
             p = (u_char *) PQgetvalue(res, 0, 0);
             ngx_mdm_checkin_delivery_parse(p, p + PQgetlength(res, 0, 0));
         }
