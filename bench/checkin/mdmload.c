@@ -1786,8 +1786,11 @@ main(int argc, char **argv)
     if (strcmp(argv[1], "gen") == 0) {
         const char  *ca_kind = "rsa", *srv_kind = "ec";
 
-        for (i = 3; i + 1 < argc; i += 2) {
-            if (strcmp(argv[i], "--ca-key") == 0) {
+        for (i = 3; i < argc; i += 2) {
+            if (i + 1 == argc) {
+                usage();
+
+            } else if (strcmp(argv[i], "--ca-key") == 0) {
                 ca_kind = argv[i + 1];
             } else if (strcmp(argv[i], "--server-key") == 0) {
                 srv_kind = argv[i + 1];
