@@ -96,17 +96,9 @@ sub request {
 sub held_while {
     my ($n, $code, $table) = @_;
     $table //= 'mdm_queue';
-    my $locker = $t->spawn(sub {
-        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-            or die "psql: $!";
-        select((select($psql), $| = 1)[0]);
-        print $psql "BEGIN;\nLOCK TABLE $table IN ACCESS EXCLUSIVE MODE;\n"
-                    . "SELECT 1;\n";
-        $t->wait_for(sub { writing() >= $n + 1 }, timeout => 30,
-                     what => "$n requests in the worker");
-        print $psql "COMMIT;\n";
-        close $psql;
-    }, log => 'locker.log');
+    my $locker = $q->hold("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE;\n"
+                          . "SELECT 1;", sub { writing() >= $n + 1 },
+                          "$n requests in the worker", 'locker.log');
 
     $t->wait_for(sub {
         $t->psql("SELECT count(*) FROM pg_locks l JOIN pg_class c "
@@ -136,16 +128,21 @@ sub batch_statements {
 my @new = map { MDM::Device->new($t, ca => $ca, kind => 'iphone') } 1 .. 6;
 
 my $before = $t->pg_log;
-my $b = held_while(scalar @new, sub {
-    $t->http_batch([ map {
+# one check-in of each new device, all at once; $plist names the message
+sub checkins {
+    my ($plist) = @_;
+    return $t->http_batch([ map {
         my $d = $_;
         [ PUT => '/mdm/apple/mdm',
-          body => MDM::Device::plist_xml($d->authenticate_plist),
+          body => MDM::Device::plist_xml($d->$plist),
           headers => { 'Content-Type'
                            => 'application/x-apple-aspen-mdm-checkin' },
           https => 1, host => 'localhost', cert => $d->cert, key => $d->key ]
     } @new ], parallel => scalar @new);
-}, 'mdm_enrollments');
+}
+
+my $b = held_while(scalar @new, sub { checkins('authenticate_plist') },
+                   'mdm_enrollments');
 my $log = substr $t->pg_log, length $before;
 is_deeply($b->{statuses}, { 200 => scalar @new },
           'Authenticate of every device: 200');
@@ -160,16 +157,8 @@ for my $d (@new) {
 }
 
 $before = $t->pg_log;
-$b = held_while(scalar @new, sub {
-    $t->http_batch([ map {
-        my $d = $_;
-        [ PUT => '/mdm/apple/mdm',
-          body => MDM::Device::plist_xml($d->token_update_plist),
-          headers => { 'Content-Type'
-                           => 'application/x-apple-aspen-mdm-checkin' },
-          https => 1, host => 'localhost', cert => $d->cert, key => $d->key ]
-    } @new ], parallel => scalar @new);
-}, 'mdm_enrollments');
+$b = held_while(scalar @new, sub { checkins('token_update_plist') },
+                'mdm_enrollments');
 $log = substr $t->pg_log, length $before;
 is_deeply($b->{statuses}, { 200 => scalar @new },
           'TokenUpdate of every device: 200');

@@ -44,22 +44,31 @@ sub row {
                                    . "command_uuid = '$uuid'");
 }
 
+# Run $sql in a transaction of another session (psql), and commit it once
+# $until returns true (waiting for $what); returns the pid at once.
+sub hold {
+    my ($self, $sql, $until, $what, $log) = @_;
+    my $t = $self->{t};
+    return $t->spawn(sub {
+        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
+            or die "psql: $!";
+        select((select($psql), $| = 1)[0]);
+        print $psql "BEGIN;\n$sql\n";
+        $t->wait_for($until, timeout => 60, what => $what);
+        print $psql "COMMIT;\n";
+        close $psql;
+    }, log => $log);
+}
+
 # Lock the queue row of command $uuid in a transaction of another session
 # until the file $release exists; returns (the pid) once the lock is held.
 sub hold_row {
     my ($self, $uuid, $release) = @_;
     my $t = $self->{t};
-    my $pid = $t->spawn(sub {
-        open my $psql, '|-', 'psql', '-X', '-q', '-d', $t->pg_conninfo
-            or die "psql: $!";
-        select((select($psql), $| = 1)[0]);
-        print $psql "BEGIN;\nSELECT 1 FROM mdm_queue WHERE command_uuid = "
-                    . "'$uuid' FOR UPDATE;\n";
-        $t->wait_for(sub { -e $t->path($release) }, timeout => 60,
-                     what => 'the release');
-        print $psql "COMMIT;\n";
-        close $psql;
-    }, log => "$release.log");
+    my $pid = $self->hold("SELECT 1 FROM mdm_queue WHERE command_uuid = "
+                          . "'$uuid' FOR UPDATE;",
+                          sub { -e $t->path($release) }, 'the release',
+                          "$release.log");
 
     $t->wait_for(sub {
         $t->psql("SELECT count(*) FROM pg_stat_activity WHERE state = "
