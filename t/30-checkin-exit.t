@@ -4,7 +4,9 @@
 # result stored, and the delivery counts the worker holds in memory
 # (mdm_checkin_delivery_flush) are written before it exits.  With
 # worker_shutdown_timeout, a query still under way when it passes is cut
-# short and the worker exits.
+# short and the worker exits.  A Redis command awaiting its reply keeps a
+# leaving worker too, and delivery counts whose rows stay locked are given
+# up after a few seconds.
 
 use strict;
 use warnings;
@@ -32,6 +34,7 @@ my $conf = <<"EOF";
     mdm_redis %%REDIS%%;
     mdm_helper_path %%TESTDIR%%/helper;
     mdm_postgres_timeout 60s;
+    mdm_redis_timeout 60s;
     mdm_checkin_delivery_flush 60s;
 
     server {
@@ -161,6 +164,70 @@ isnt($t->read_file($t->path('report2-status')), 200,
 
 $t->write_file('release2', '');
 waitpid $holder2, 0;
+
+###########################################################################
+# a Redis command sent and not yet answered keeps the leaving worker: the
+# check-in's event waits in Redis (CLIENT PAUSE WRITE) while the reload
+# comes.  Redis drops the command of a client that goes away, so an
+# event stored after UNPAUSE is one the old worker waited for.
+
+$t->write_conf($conf, worker_processes => 1);
+$t->reload;
+
+my $events = $t->redis_cli('XLEN', 'mdm:events');
+$t->redis_cli('CLIENT', 'PAUSE', 60000, 'WRITE');
+my $paused = 1;
+END { $t->redis_cli('CLIENT', 'UNPAUSE') if $paused && $t->redis_pid }
+
+is($devs[0]->idle->{status}, 200, 'an Idle while Redis holds writes');
+ok($t->wait_for(sub {
+       $t->redis_cli('CLIENT', 'LIST') =~ /flags=\w*b\w* [^\n]*cmd=xadd/
+   }, what => 'the event to wait in Redis'),
+   'its event waits in Redis');
+
+($old) = $t->worker_pids;
+$mark = $t->log_mark;
+kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
+             what => 'the new worker');
+$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+
+ok(kill(0, $old), 'the old worker stays while Redis has not answered');
+
+$t->redis_cli('CLIENT', 'UNPAUSE');
+$paused = 0;
+
+ok($t->wait_for(sub { !kill 0, $old }, what => 'the old worker to exit'),
+   'then the old worker exits');
+ok($t->wait_for(sub { $t->redis_cli('XLEN', 'mdm:events') > $events },
+                what => 'the event'),
+   'and the event it waited for is stored');
+like($t->redis_cli('XREVRANGE', 'mdm:events', '+', '-', 'COUNT', 1),
+     qr/^\Q@{[ $devs[0]->udid ]}\E$/m, 'it is the Idle\'s');
+
+###########################################################################
+# counts for rows that stay locked are tried for about 3 s at exit, then
+# given up: the worker does not wait for the lock
+
+my $sent = row($devs[0]->udid, $held[0], 'sent_count');
+is($devs[0]->idle->{command}{CommandUUID}, $held[0], 'delivered again');
+my $holder3 = $q->hold_row($held[0], 'release3');
+
+($old) = $t->worker_pids;
+$mark = $t->log_mark;
+kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+
+ok($t->wait_for(sub { !kill 0, $old }, timeout => 20,
+                what => 'the old worker to exit'),
+   'the old worker exits with the row still locked');
+like($t->error_log(from => $mark),
+     qr/1 delivery counts still locked as the worker leaves, lost/,
+     'the lost count is logged');
+
+$t->write_file('release3', '');
+waitpid $holder3, 0;
+is(row($devs[0]->udid, $held[0], 'sent_count'), $sent,
+   'the count was not written');
 
 ###########################################################################
 # quit: the counts of the last worker are written too
