@@ -6,7 +6,8 @@
 # worker_shutdown_timeout, a query still under way when it passes is cut
 # short and the worker exits.  A Redis command awaiting its reply keeps a
 # leaving worker too, and delivery counts whose rows stay locked are given
-# up after a few seconds.
+# up after a few seconds; so does the sync that an Idle answered from the
+# cache waits for.
 
 use strict;
 use warnings;
@@ -204,6 +205,71 @@ ok($t->wait_for(sub { $t->redis_cli('XLEN', 'mdm:events') > $events },
    'and the event it waited for is stored');
 like($t->redis_cli('XREVRANGE', 'mdm:events', '+', '-', 'COUNT', 1),
      qr/^\Q@{[ $devs[0]->udid ]}\E$/m, 'it is the Idle\'s');
+
+###########################################################################
+# an Idle the cache answers waits for a sync (an empty query on the
+# worker's LISTEN connection), and a sync under way keeps a leaving worker:
+# the LISTEN backend is stopped (SIGSTOP) while the sync is on its way
+
+my $e = MDM::Device->new($t, ca => $ca, kind => 'iphone');
+$e->authenticate->{status} == 200 or BAIL_OUT('Authenticate failed');
+$e->token_update->{status} == 200 or BAIL_OUT('TokenUpdate failed');
+my $first = $e->idle;
+ok($first->{status} == 200 && !$first->{command}, 'an empty queue, cached');
+
+my $listener;
+$t->wait_for(sub {
+    my @pids = $t->psql("SELECT pid || ' ' || client_port "
+                        . "FROM pg_stat_activity "
+                        . "WHERE application_name = 'nginx-mdm listen'");
+    $listener = $pids[0] if @pids == 1;
+    @pids == 1;
+}, what => 'one LISTEN connection');
+my ($lpid, $lport) = split ' ', $listener;
+
+kill 'STOP', $lpid or die "kill STOP $lpid: $!\n";
+my $stopped = 1;
+END { kill 'CONT', $lpid if $stopped }
+
+# bytes the stopped backend has not read: the sync has been sent
+sub unread {
+    my ($local, $remote) = map { sprintf '0100007F:%04X', $_ } @_;
+    open my $fh, '<', '/proc/net/tcp' or die "/proc/net/tcp: $!\n";
+    while (<$fh>) {
+        my @f = split ' ';
+        return hex((split /:/, $f[4])[1])
+            if $f[1] eq $local && $f[2] eq $remote;
+    }
+    return 0;
+}
+
+my $idler = $t->spawn(sub {
+    my $r = $e->idle;
+    $t->write_file('idle-status',
+                   $r->{status} . ($r->{command} ? ' command' : ''));
+}, log => 'idle-status.log');
+ok($t->wait_for(sub { unread($t->port('pg'), $lport) > 0 },
+                what => 'the sync to be sent'),
+   'the cached Idle waits for its sync');
+
+($old) = $t->worker_pids;
+$mark = $t->log_mark;
+kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
+             what => 'the new worker');
+$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+
+ok(kill(0, $old), 'the old worker stays while the sync is under way');
+ok(!-e $t->path('idle-status'), 'the Idle is still waiting');
+
+kill 'CONT', $lpid;
+$stopped = 0;
+waitpid $idler, 0;
+
+is($t->read_file($t->path('idle-status')), '200',
+   'the Idle is answered by the leaving worker, empty');
+ok($t->wait_for(sub { !kill 0, $old }, what => 'the old worker to exit'),
+   'then the old worker exits');
 
 ###########################################################################
 # counts for rows that stay locked are tried for about 3 s at exit, then
