@@ -82,6 +82,18 @@ sub stuck_report {
     return ($holder, $reporter);
 }
 
+# a reload: returns the old worker and the error log's mark from before it
+# once the new worker is up and the old one has been told to leave
+sub reload_begin {
+    my ($old) = $t->worker_pids;
+    my $mark = $t->log_mark;
+    kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+    $t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
+                 what => 'the new worker');
+    $t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+    return ($old, $mark);
+}
+
 ###########################################################################
 # delivery counts held by a worker are written when it leaves (reload)
 
@@ -114,14 +126,7 @@ is($d->idle->{command}{CommandUUID}, $uuid, 'delivered');
 my ($holder, $reporter) = stuck_report($d, $uuid, 'release',
                                        'report-status');
 
-my ($old) = $t->worker_pids;
-my $mark = $t->log_mark;
-kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
-
-# the new worker is up, the old one has been told to leave
-$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
-             what => 'the new worker');
-$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+my ($old, $mark) = reload_begin();
 
 ok(kill(0, $old), 'the old worker stays while a report is under way');
 ok(!-e $t->path('report-status'), 'the report is still waiting');
@@ -150,9 +155,7 @@ is($d->idle->{command}{CommandUUID}, $stuck, 'delivered');
 my ($holder2, $reporter2) = stuck_report($d, $stuck, 'release2',
                                          'report2-status');
 
-($old) = $t->worker_pids;
-$mark = $t->log_mark;
-kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+($old, $mark) = reload_begin();
 
 ok($t->wait_for(sub { !kill 0, $old }, timeout => 15,
                 what => 'the old worker to exit'),
@@ -186,12 +189,7 @@ ok($t->wait_for(sub {
    }, what => 'the event to wait in Redis'),
    'its event waits in Redis');
 
-($old) = $t->worker_pids;
-$mark = $t->log_mark;
-kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
-$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
-             what => 'the new worker');
-$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+($old, $mark) = reload_begin();
 
 ok(kill(0, $old), 'the old worker stays while Redis has not answered');
 
@@ -231,7 +229,8 @@ kill 'STOP', $lpid or die "kill STOP $lpid: $!\n";
 my $stopped = 1;
 END { kill 'CONT', $lpid if $stopped }
 
-# bytes the stopped backend has not read: the sync has been sent
+# bytes the stopped backend has not read (PostgreSQL listens on 127.0.0.1
+# here): the sync has been sent
 sub unread {
     my ($local, $remote) = map { sprintf '0100007F:%04X', $_ } @_;
     open my $fh, '<', '/proc/net/tcp' or die "/proc/net/tcp: $!\n";
@@ -252,12 +251,7 @@ ok($t->wait_for(sub { unread($t->port('pg'), $lport) > 0 },
                 what => 'the sync to be sent'),
    'the cached Idle waits for its sync');
 
-($old) = $t->worker_pids;
-$mark = $t->log_mark;
-kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
-$t->wait_for(sub { grep { $_ != $old } $t->worker_pids },
-             what => 'the new worker');
-$t->wait_for_log(qr/gracefully shutting down/, undef, from => $mark);
+($old, $mark) = reload_begin();
 
 ok(kill(0, $old), 'the old worker stays while the sync is under way');
 ok(!-e $t->path('idle-status'), 'the Idle is still waiting');
@@ -279,9 +273,7 @@ my $sent = row($devs[0]->udid, $held[0], 'sent_count');
 is($devs[0]->idle->{command}{CommandUUID}, $held[0], 'delivered again');
 my $holder3 = $q->hold_row($held[0], 'release3');
 
-($old) = $t->worker_pids;
-$mark = $t->log_mark;
-kill 'HUP', $t->master_pid or die "kill HUP: $!\n";
+($old, $mark) = reload_begin();
 
 ok($t->wait_for(sub { !kill 0, $old }, timeout => 20,
                 what => 'the old worker to exit'),
