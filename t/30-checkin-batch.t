@@ -23,37 +23,20 @@ my $t = MDM::Test->new(name => 'checkin-batch')->plan_skip_unless_module;
 $t->start_postgres(settings => { log_statement => 'all' });
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-my $conf = <<"EOF";
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
+my $conf = $t->checkin_conf(ca => $ca, http => <<"EOF", after => <<"EOF2");
     mdm_checkin_batch 1;
     mdm_postgres_timeout 60s;
     mdm_checkin_delivery_flush 50ms;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        client_max_body_size 1m;
-
-        mdm_checkin_ca $ca->{cert};
-
-        location = /mdm/apple/mdm { mdm_checkin; }
-    }
+    client_max_body_size 1m;
+EOF
 
     server {
         listen 127.0.0.1:%%PORT_1%%;
         location = /status { stub_status; }
     }
-EOF
+EOF2
 $t->write_conf($conf);
 $t->run;
 

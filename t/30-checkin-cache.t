@@ -22,27 +22,10 @@ my $t = MDM::Test->new(name => 'checkin-cache')->plan_skip_unless_module;
 $t->start_postgres(settings => { log_statement => 'all' });
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-my $conf = <<"EOF";
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
+my $conf = $t->checkin_conf(ca => $ca, http => <<"EOF");
     mdm_checkin_cache on;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        mdm_checkin_ca $ca->{cert};
-
-        location = /mdm/apple/mdm { mdm_checkin; }
-    }
 EOF
 
 $t->write_conf($conf, worker_processes => 2);

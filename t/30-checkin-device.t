@@ -19,35 +19,20 @@ my $t = MDM::Test->new(name => 'checkin-device')->plan_skip_unless_module;
 $t->start_postgres;
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-$t->write_conf(<<"EOF");
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
+$t->write_conf($t->checkin_conf(ca => $ca, http => <<"EOF", server => <<"EOF2"));
     mdm_checkin_last_seen_interval 100ms;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        client_max_body_size 1m;
-        client_body_buffer_size 64k;
-
-        mdm_checkin_ca $ca->{cert};
+    client_max_body_size 1m;
+    client_body_buffer_size 64k;
+EOF
         mdm_checkin_signature on;
         mdm_checkin_user_authenticate digest;
 
         # the enrollment profile's ServerURL and CheckInURL
         location = /mdm/apple/mdm { mdm_checkin; }
         location = /mdm/apple/checkin { mdm_checkin; }
-    }
-EOF
+EOF2
 $t->run;
 
 $t->wait_for(sub {

@@ -25,31 +25,14 @@ my $t = MDM::Test->new(name => 'checkin-exit')->plan_skip_unless_module;
 $t->start_postgres;
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
 # a flush interval no test waits for: counts leave the worker only with an
 # answer or at its exit
-my $conf = <<"EOF";
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
+my $conf = $t->checkin_conf(ca => $ca, http => <<"EOF");
     mdm_postgres_timeout 60s;
     mdm_redis_timeout 60s;
     mdm_checkin_delivery_flush 60s;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        mdm_checkin_ca $ca->{cert};
-
-        location = /mdm/apple/mdm { mdm_checkin; }
-    }
 EOF
 $t->write_conf($conf, worker_processes => 1);
 $t->run;

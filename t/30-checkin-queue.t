@@ -19,32 +19,14 @@ my $t = MDM::Test->new(name => 'checkin-queue')->plan_skip_unless_module;
 $t->start_postgres(settings => { log_statement => 'all' });
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-$t->write_conf(<<"EOF");
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
+$t->write_conf($t->checkin_conf(ca => $ca, http => <<"EOF"));
     mdm_checkin_events_maxlen 1000;
     # every report its own statement at once (the other files batch)
     mdm_checkin_batch 0;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        client_max_body_size 1m;
-        client_body_buffer_size 16k;
-
-        mdm_checkin_ca $ca->{cert};
-
-        location = /mdm/apple/mdm { mdm_checkin; }
-    }
+    client_max_body_size 1m;
+    client_body_buffer_size 16k;
 EOF
 $t->run;
 

@@ -27,34 +27,18 @@ plan skip_all => "no vectors in $vectors" unless -d "$vectors/checkin";
 $t->start_postgres;
 $t->start_redis;
 
-my $srv = $t->tls_server_cert;
 my $ca = $t->make_ca(name => 'scep-ca');
 
-$t->write_conf(<<"EOF");
-    mdm_postgres "%%PG%% sslmode=disable";
-    mdm_redis %%REDIS%%;
-    mdm_helper_path %%TESTDIR%%/helper;
-
-    server {
-        listen 127.0.0.1:%%PORT_0%% ssl;
-        server_name localhost;
-
-        ssl_certificate $srv->{cert};
-        ssl_certificate_key $srv->{key};
-        ssl_verify_client optional_no_ca;
-
-        client_max_body_size 1m;
-        client_body_buffer_size 1m;
-
-        mdm_checkin_ca $ca->{cert};
-
+$t->write_conf($t->checkin_conf(ca => $ca, http => <<"EOF", server => <<"EOF2"));
+    client_max_body_size 1m;
+    client_body_buffer_size 1m;
+EOF
         location = /mdm/apple/mdm { mdm_checkin; }
         location = /mdm/signed {
             mdm_checkin;
             mdm_checkin_signature require;
         }
-    }
-EOF
+EOF2
 $t->run;
 
 $t->wait_for(sub {

@@ -1375,6 +1375,38 @@ sub tls_server_cert {
     };
 }
 
+# The http block of a check-in test: the PostgreSQL, Redis and helper
+# lines, then $o{http}, then a mutual-TLS server on %%PORT_0%% whose
+# devices $o{ca} vouches for, holding $o{server} (default: the ServerURL
+# location alone); $o{after} follows the server.
+sub checkin_conf {
+    my ($self, %o) = @_;
+    my $srv = $self->tls_server_cert;
+    my $http = $o{http} // '';
+    my $server = $o{server}
+        // "        location = /mdm/apple/mdm { mdm_checkin; }\n";
+    my $after = $o{after} // '';
+
+    return <<"EOF";
+    mdm_postgres "%%PG%% sslmode=disable";
+    mdm_redis %%REDIS%%;
+    mdm_helper_path %%TESTDIR%%/helper;
+$http
+    server {
+        listen 127.0.0.1:%%PORT_0%% ssl;
+        server_name localhost;
+
+        ssl_certificate $srv->{cert};
+        ssl_certificate_key $srv->{key};
+        ssl_verify_client optional_no_ca;
+
+        mdm_checkin_ca $o{ca}{cert};
+
+$server    }
+$after
+EOF
+}
+
 sub cert_der {
     my ($self, $path) = @_;
     my $pem = _slurp($path) // die "cannot read $path\n";
@@ -1658,6 +1690,15 @@ newline (raw mode: C<PONG>, not C<"PONG">).
 =head2 nginx
 
 =over
+
+=item $t->checkin_conf(ca => $ca, http => ..., server => ..., after => ...)
+
+The http block of a check-in test, for C<write_conf>: C<mdm_postgres>,
+C<mdm_redis> and C<mdm_helper_path> for this test's services, the
+directives in C<http>, then a mutual-TLS server on C<%%PORT_0%%>
+(C<tls_server_cert>, C<ssl_verify_client optional_no_ca>, C<mdm_checkin_ca>
+of C<ca>) holding C<server> (default: C<location = /mdm/apple/mdm {
+mdm_checkin; }>), then C<after> (more servers).
 
 =item $t->write_conf($http_block, %opts)
 
